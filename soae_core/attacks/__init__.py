@@ -1,5 +1,12 @@
 """Adversarial attacks, all called the same way: ``Attack(model, eps=...)(x, y) -> AttackResult``."""
 
+from soae_core.attacks.asod import ASOD
+from soae_core.attacks.autoattack import AutoAttack
 from soae_core.attacks.base import Attack, AttackResult, project_linf
+from soae_core.attacks.fgsm import FGSM
+from soae_core.attacks.pgd import PGD
 
-__all__ = ["Attack", "AttackResult", "project_linf"]
+# Attack name -> class, for the app and the CLI.
+ATTACKS: dict[str, type[Attack]] = {"FGSM": FGSM, "PGD": PGD, "AutoAttack": AutoAttack, "ASOD": ASOD}
+
+__all__ = ["ATTACKS", "ASOD", "Attack", "AttackResult", "AutoAttack", "FGSM", "PGD", "project_linf"]
