@@ -5,8 +5,9 @@ from soae_core.attacks.autoattack import AutoAttack
 from soae_core.attacks.base import Attack, AttackResult, project_linf
 from soae_core.attacks.fgsm import FGSM
 from soae_core.attacks.pgd import PGD
+from soae_core.attacks.soae import SOAE, SOAEIteration, SOAETrace
 
 # Attack name -> class, for the app and the CLI.
-ATTACKS: dict[str, type[Attack]] = {"FGSM": FGSM, "PGD": PGD, "AutoAttack": AutoAttack, "ASOD": ASOD}
+ATTACKS: dict[str, type[Attack]] = {"FGSM": FGSM, "PGD": PGD, "AutoAttack": AutoAttack, "ASOD": ASOD, "SOAE": SOAE}
 
-__all__ = ["ATTACKS", "ASOD", "Attack", "AttackResult", "AutoAttack", "FGSM", "PGD", "project_linf"]
+__all__ = ["ATTACKS", "ASOD", "Attack", "AttackResult", "AutoAttack", "FGSM", "PGD", "SOAE", "SOAEIteration", "SOAETrace", "project_linf"]

@@ -1,0 +1,242 @@
+"""Second-Order Adversarial Examples (SOAE) — Qian et al., Algorithm 1.
+
+Each outer iteration n = 1..N:
+
+1. g ← ∇L(x_n) (one gradient evaluation);
+2. solve H δ = g with GMRES from δ(0) = g, H the input Hessian of the loss, using
+   Hessian-vector products only (finite difference as the paper, or exact AD);
+3. step along δ̃ ≈ H⁻¹g with the chosen step rule, project onto the ε-ball and [0, 1].
+
+Step rules (the paper writes x + (α/N)·δ̃ and never gives α):
+
+* ``"sign"`` (default) — x + (α/N)·sign(δ̃), α = 2.5ε by default (Madry et al.'s rule of thumb
+  for PGD, 2.5ε spread over the N steps);
+* ``"linf"`` — x + (α/N)·δ̃/‖δ̃‖∞, same α;
+* ``"raw"``  — the paper's literal x + (α/N)·δ̃, α = 1 by default. ‖H⁻¹g‖ has no fixed scale,
+  so the raw step is either negligible or projected to the box; measured to leave accuracy
+  near clean (``bench/bench_soae_step_rule.py``), kept for fidelity.
+
+The default was chosen by measurement on the bundled standard Fashion-MNIST CNN (see README,
+"Why the sign step"): the sign step is the strongest at equal N.
+
+For a ReLU network H = Jᵀ(diag p − ppᵀ)J is PSD with rank ≤ C−1, so GMRES with exact
+products ends by breakdown after at most C−1 steps; H⁻¹g is then an ascent direction
+(gᵀH⁺g ≥ 0) that up-weights low-curvature directions. The trace records cos(δ̃, g) so users
+can see how far the second-order direction departs from the gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from soae_core.attacks.base import Attack, project_linf
+from soae_core.hvp import HVP_MODES, LossFn, cross_entropy_loss, input_gradient, make_hvp_operator
+from soae_core.krylov import GMRESResult, gmres
+from soae_core.validation import check_choice, check_int, check_open_interval, check_positive
+
+STEP_RULES = ("sign", "linf", "raw")
+HVP_ALIASES = {"fd": "finite_difference", "forward": "finite_difference", "central": "central_difference",
+               "autograd": "exact"}
+
+
+@dataclass
+class SOAEIteration:
+    """One outer iteration of SOAE for a batch of B images.
+
+    loss: (B,) objective at x_n before the step. loss_after: (B,) after the step.
+    gradient_norm: (B,) ‖g‖₂. cosine_to_gradient: (B,) cos(δ̃, g) (0 where either is zero).
+    direction: (B, C, H, W) the GMRES solution δ̃ ≈ H⁻¹g (before the step rule).
+    krylov: the GMRES record (residual history, m, stop reasons, Hessenberg matrices).
+    prediction, confidence: (B,) class and its softmax probability after the step.
+    adv: (B, C, H, W) images after the step.
+    grad_evals: gradient evaluations this iteration (1 + Hessian-vector products).
+    notes: per-sample remarks ('' when nothing special happened).
+    """
+
+    loss: torch.Tensor
+    loss_after: torch.Tensor
+    gradient_norm: torch.Tensor
+    cosine_to_gradient: torch.Tensor
+    direction: torch.Tensor
+    krylov: GMRESResult
+    prediction: torch.Tensor
+    confidence: torch.Tensor
+    adv: torch.Tensor
+    grad_evals: int
+    notes: list[str]
+
+
+@dataclass
+class SOAETrace:
+    """Everything SOAE did: the state before the attack and one record per outer iteration."""
+
+    initial_loss: torch.Tensor
+    initial_prediction: torch.Tensor
+    initial_confidence: torch.Tensor
+    initially_misclassified: torch.Tensor
+    iterations: list[SOAEIteration] = field(default_factory=list)
+
+    @property
+    def grad_evals(self) -> int:
+        """Total gradient evaluations (sum over iterations)."""
+        return sum(it.grad_evals for it in self.iterations)
+
+    @property
+    def notes(self) -> list[str]:
+        """Per-sample notes gathered over all iterations (deduplicated, '; '-joined)."""
+        batch = self.initial_loss.shape[0]
+        gathered: list[list[str]] = [[] for _ in range(batch)]
+        for i in range(batch):
+            if bool(self.initially_misclassified[i]):
+                gathered[i].append("already misclassified before the attack")
+            for it in self.iterations:
+                if it.notes[i] and it.notes[i] not in gathered[i]:
+                    gathered[i].append(it.notes[i])
+        return ["; ".join(parts) for parts in gathered]
+
+
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+class SOAE(Attack):
+    """Second-Order Adversarial Example attack (L∞), batched and Hessian-free.
+
+    Args:
+        model: classifier on [0, 1] images returning logits; switched to eval for the call.
+        eps: L∞ budget in [0, 1] pixel units (default 8/255, the paper's).
+        eta: finite-difference step η > 0 in input units (default 1e-5, the paper's advice).
+        tau: GMRES relative residual threshold in (0, 1) (default 1e-3).
+        steps: N, outer iterations (integer ≥ 1, default 4).
+        alpha: total step α > 0; each iteration moves α/N. None: 2.5ε (sign/linf), 1.0 (raw).
+        hvp: "finite_difference" (paper, eq. 22), "central_difference" or "exact" (AD).
+        max_krylov: cap on the Krylov dimension m per outer iteration (default 30).
+        step_rule: "sign" (default), "linf" or "raw" — see the module docstring.
+        random_start: start from a uniform random point of the ε-ball.
+        seed: seed of the random start (None: torch's global generator).
+        targeted: if True, ``y`` holds target classes and the attack lowers their loss.
+        reorthogonalize: second Gram–Schmidt pass in GMRES.
+        true_residual: also record true residuals ‖g − Hδ_j‖ (one more product per step).
+        keep_images: store the images after every iteration in the trace (for scrubbing).
+        loss_fn: per-sample loss (model output, y) → (B,); default cross-entropy.
+
+    Call: ``attack(x, y)`` with x (B, C, H, W) in [0, 1] and y (B,) int64 → AttackResult with
+    ``.adv``, ``.grad_evals`` (= ``.trace.grad_evals``) and ``.trace`` (:class:`SOAETrace`).
+    """
+
+    name = "SOAE"
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, eta: float = 1e-5, tau: float = 1e-3,
+                 steps: int = 4, alpha: float | None = None, hvp: str = "finite_difference",
+                 max_krylov: int = 30, step_rule: str = "sign", random_start: bool = False,
+                 seed: int | None = None, targeted: bool = False, reorthogonalize: bool = False,
+                 true_residual: bool = False, keep_images: bool = True,
+                 loss_fn: LossFn = cross_entropy_loss) -> None:
+        super().__init__(model, eps)
+        self.eta = check_positive("eta", eta)
+        self.tau = check_open_interval("tau", tau, 0.0, 1.0)
+        self.steps = check_int("steps", steps, minimum=1)
+        self.hvp = check_choice("hvp", HVP_ALIASES.get(hvp, hvp) if isinstance(hvp, str) else hvp, HVP_MODES)
+        self.max_krylov = check_int("max_krylov", max_krylov, minimum=1)
+        self.step_rule = check_choice("step_rule", step_rule, STEP_RULES)
+        if alpha is None:
+            alpha = 1.0 if step_rule == "raw" else 2.5 * self.eps
+        self.alpha = check_positive("alpha", alpha, allow_zero=True)
+        if seed is not None:
+            seed = check_int("seed", seed, minimum=0)
+        self.seed = seed
+        self.random_start = bool(random_start)
+        self.targeted = bool(targeted)
+        self.reorthogonalize = bool(reorthogonalize)
+        self.true_residual = bool(true_residual)
+        self.keep_images = bool(keep_images)
+        self.loss_fn = loss_fn
+
+    # ------------------------------------------------------------------ the second-order direction
+    def direction(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                    GMRESResult, int]:
+        """One second-order direction at x (Algorithm 1, lines 2–17), without stepping.
+
+        Returns (δ̃ (B,C,H,W), objective (B,), gradient g (B,C,H,W), GMRES record,
+        gradient evaluations spent). δ̃ falls back to g for samples whose products were
+        non-finite from the start; it is always finite.
+        """
+        loss, grad = input_gradient(self.model, x, y, self.targeted, self.loss_fn)
+        grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
+        matvec, evals = make_hvp_operator(self.model, x, y, self.hvp, self.eta, grad_at_x=grad,
+                                          targeted=self.targeted, loss_fn=self.loss_fn)
+        result = gmres(matvec, grad, x0=grad, tau=self.tau, max_iter=self.max_krylov,
+                       reorthogonalize=self.reorthogonalize, true_residual=self.true_residual)
+        direction = torch.where(torch.isfinite(result.solution), result.solution, grad)
+        return direction, loss, grad, result, 1 + evals()
+
+    def _step(self, x_n: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+        size = self.alpha / self.steps
+        if self.step_rule == "sign":
+            return x_n + size * direction.sign()
+        if self.step_rule == "linf":
+            peak = direction.flatten(1).abs().amax(dim=1)
+            peak = torch.where(peak > 0, peak, torch.ones_like(peak))
+            return x_n + size * direction / _per_sample(peak, direction)
+        return x_n + size * direction
+
+    def _predict(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            logits = self.model(x)
+            loss = self.loss_fn(logits, y)
+            probs = torch.softmax(logits, dim=1)
+            confidence, prediction = probs.max(dim=1)
+        return (-loss if self.targeted else loss), prediction, confidence
+
+    # ------------------------------------------------------------------ Algorithm 1
+    def _run(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int, SOAETrace]:
+        loss0, pred0, conf0 = self._predict(x, y)
+        misclassified = (pred0 == y) if self.targeted else (pred0 != y)
+        trace = SOAETrace(initial_loss=loss0, initial_prediction=pred0, initial_confidence=conf0,
+                          initially_misclassified=misclassified)
+        x_n = x.clone()
+        if self.random_start and self.eps > 0:
+            generator = None
+            if self.seed is not None:
+                generator = torch.Generator(device=x.device).manual_seed(self.seed)
+            noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            x_n = project_linf(x + (2 * noise - 1) * self.eps, x, self.eps)
+
+        for _ in range(self.steps):
+            direction, loss, grad, krylov, spent = self.direction(x_n, y)
+            notes = self._notes(grad, krylov)
+            stepped = self._step(x_n, direction)
+            stepped = torch.where(torch.isfinite(stepped), stepped, x_n)
+            x_next = project_linf(stepped, x, self.eps)
+            loss_after, prediction, confidence = self._predict(x_next, y)
+            trace.iterations.append(SOAEIteration(
+                loss=loss, loss_after=loss_after,
+                gradient_norm=torch.linalg.vector_norm(grad.flatten(1), dim=1),
+                cosine_to_gradient=torch.nn.functional.cosine_similarity(direction.flatten(1), grad.flatten(1),
+                                                                         dim=1, eps=1e-30),
+                direction=direction, krylov=krylov, prediction=prediction, confidence=confidence,
+                adv=x_next.clone() if self.keep_images else x_next[:0], grad_evals=spent, notes=notes))
+            x_n = x_next
+        return x_n, trace.grad_evals, trace
+
+    @staticmethod
+    def _notes(grad: torch.Tensor, krylov: GMRESResult) -> list[str]:
+        zero_grad = (grad.flatten(1).abs().amax(dim=1) == 0).tolist()
+        dims = krylov.iterations.tolist()
+        notes = []
+        for i, reason in enumerate(krylov.stop_reason):
+            if zero_grad[i]:
+                notes.append("zero gradient (β = 0): no step")
+            elif reason == "nonfinite" and dims[i] == 0:
+                notes.append("non-finite Hessian-vector product: gradient direction used")
+            elif reason == "nonfinite":
+                notes.append(f"non-finite Hessian-vector product at Krylov step {dims[i] + 1}: "
+                             f"kept the m = {dims[i]} solution")
+            elif reason == "beta_zero":
+                notes.append("initial residual g − Hg is zero: δ̃ = g")
+            else:
+                notes.append("")
+        return notes
