@@ -13,22 +13,12 @@ expectation is over the smoothed loss), then takes an L∞ sign step of α and p
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from soae_core.attacks.base import Attack, project_linf
 from soae_core.attacks.counting import BudgetTrace, predict
+from soae_core.hvp import input_gradient
 from soae_core.validation import check_int, check_positive
-
-
-def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """∇ₓ of the summed cross-entropy (so each image gets its own gradient), shape of x.
-
-    Uses ``torch.autograd.grad`` so nothing accumulates into the model's parameters.
-    """
-    x = x.detach().requires_grad_(True)
-    loss = F.cross_entropy(model(x), y, reduction="sum")
-    return torch.autograd.grad(loss, x)[0]
 
 
 class ASOD(Attack):
@@ -63,7 +53,7 @@ class ASOD(Attack):
             grad = torch.zeros_like(x)
             for _ in range(self.n_samples):
                 noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                grad += input_gradient(self.model, adv + self.sigma * noise, y)
+                grad += input_gradient(self.model, adv + self.sigma * noise, y)[1]
             adv = project_linf(adv + self.alpha * grad.sign(), x, self.eps)
             trace.predictions.append(predict(self.model, adv))
             trace.grad_evals.append(step * self.n_samples)
