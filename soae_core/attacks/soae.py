@@ -46,7 +46,8 @@ HVP_ALIASES = {"fd": "finite_difference", "forward": "finite_difference", "centr
 class SOAEIteration:
     """One outer iteration of SOAE for a batch of B images.
 
-    loss: (B,) objective at x_n before the step. loss_after: (B,) after the step.
+    loss: (B,) loss_fn(model(x_n), y) before the step (for targeted attacks y are the targets,
+        and the attack lowers it). loss_after: (B,) after the step.
     gradient_norm: (B,) ‖g‖₂. cosine_to_gradient: (B,) cos(δ̃, g) (0 where either is zero).
     direction: (B, C, H, W) the GMRES solution δ̃ ≈ H⁻¹g (before the step rule).
     krylov: the GMRES record (residual history, m, stop reasons, Hessenberg matrices).
@@ -117,7 +118,8 @@ class SOAE(Attack):
         step_rule: "sign" (default), "linf" or "raw" — see the module docstring.
         random_start: start from a uniform random point of the ε-ball.
         seed: seed of the random start (None: torch's global generator).
-        targeted: if True, ``y`` holds target classes and the attack lowers their loss.
+        targeted: if True, ``y`` holds target classes and the attack lowers their loss: δ̃ is
+            computed for the loss of the target class and the step goes along −δ̃.
         reorthogonalize: second Gram–Schmidt pass in GMRES.
         true_residual: also record true residuals ‖g − Hδ_j‖ (one more product per step).
         keep_images: store the images after every iteration in the trace (for scrubbing).
@@ -160,21 +162,22 @@ class SOAE(Attack):
                                                                     GMRESResult, int]:
         """One second-order direction at x (Algorithm 1, lines 2–17), without stepping.
 
-        Returns (δ̃ (B,C,H,W), objective (B,), gradient g (B,C,H,W), GMRES record,
-        gradient evaluations spent). δ̃ falls back to g for samples whose products were
+        Returns (δ̃ (B,C,H,W), loss (B,), gradient g (B,C,H,W), GMRES record, gradient
+        evaluations spent), all for ``loss_fn(model(x), y)`` (for targeted attacks y holds
+        the targets and the caller steps along −δ̃). δ̃ falls back to g for samples whose products were
         non-finite from the start; it is always finite.
         """
-        loss, grad = input_gradient(self.model, x, y, self.targeted, self.loss_fn)
+        loss, grad = input_gradient(self.model, x, y, loss_fn=self.loss_fn)
         grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
         matvec, evals = make_hvp_operator(self.model, x, y, self.hvp, self.eta, grad_at_x=grad,
-                                          targeted=self.targeted, loss_fn=self.loss_fn)
+                                          loss_fn=self.loss_fn)
         result = gmres(matvec, grad, x0=grad, tau=self.tau, max_iter=self.max_krylov,
                        reorthogonalize=self.reorthogonalize, true_residual=self.true_residual)
         direction = torch.where(torch.isfinite(result.solution), result.solution, grad)
         return direction, loss, grad, result, 1 + evals()
 
     def _step(self, x_n: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-        size = self.alpha / self.steps
+        size = -self.alpha / self.steps if self.targeted else self.alpha / self.steps
         if self.step_rule == "sign":
             return x_n + size * direction.sign()
         if self.step_rule == "linf":
@@ -189,7 +192,7 @@ class SOAE(Attack):
             loss = self.loss_fn(logits, y)
             probs = torch.softmax(logits, dim=1)
             confidence, prediction = probs.max(dim=1)
-        return (-loss if self.targeted else loss), prediction, confidence
+        return loss, prediction, confidence
 
     # ------------------------------------------------------------------ Algorithm 1
     def _run(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int, SOAETrace]:
