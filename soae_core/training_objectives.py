@@ -1,0 +1,109 @@
+"""Training objectives: standard (ERM), PGD adversarial training, TRADES, and SOAT.
+
+Each objective maps a batch to a scalar loss to minimise over the parameters, and reports the
+input-gradient evaluations its inner maximisation spent. Inner maximisations take input
+gradients with ``torch.autograd.grad`` (nothing is accumulated into parameter ``.grad``) and run
+with the model in eval mode; the training loss is then computed in train mode.
+
+PGD and the TRADES KL maximisation are written here by hand (a few lines each) because they are
+the inner loop of training and need the train/eval switching above; attacks for *evaluation*
+come from torchattacks / soae_core.attacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from soae_core.attacks.base import project_linf
+from soae_core.validation import check_choice
+
+METHODS = ("std", "pgd", "trades", "soat")
+
+
+@dataclass
+class ObjectiveConfig:
+    """Hyper-parameters of the inner maximisation (eps, alpha on [0, 1] pixel scale)."""
+
+    method: str = "std"
+    eps: float = 0.1
+    alpha: float = 0.025
+    attack_steps: int = 7
+    trades_beta: float = 6.0
+    soae_steps: int = 1
+    soae_hvp: str = "exact"
+    soae_max_krylov: int = 10
+    soae_tau: float = 1e-3
+    soae_step_rule: str = "sign"
+    soae_random_start: bool = True
+
+
+def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
+             random_start: bool = True) -> torch.Tensor:
+    """Madry et al. L∞ PGD maximising cross-entropy; x (N, C, H, W) in [0, 1] → x_adv in the ε-ball."""
+    x_adv = x.clone()
+    if random_start:
+        x_adv = project_linf(x_adv + torch.empty_like(x).uniform_(-eps, eps), x, eps)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(model(x_adv), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = project_linf(x_adv.detach() + alpha * grad.sign(), x, eps)
+    return x_adv.detach()
+
+
+def trades_adversary(model: nn.Module, x: torch.Tensor, eps: float, alpha: float, steps: int) -> torch.Tensor:
+    """TRADES inner maximisation of KL(f(x) ‖ f(x')) from x + 0.001·N(0, 1) (Zhang et al. 2019)."""
+    with torch.no_grad():
+        p_natural = F.softmax(model(x), dim=1)
+    x_adv = project_linf(x + 0.001 * torch.randn_like(x), x, eps)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_natural, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = project_linf(x_adv.detach() + alpha * grad.sign(), x, eps)
+    return x_adv.detach()
+
+
+def soae_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ObjectiveConfig) -> tuple[torch.Tensor, int]:
+    """Second-order adversarial examples δ* = δ⁽⁰⁾ + V_m γ* (eq. 15) from soae_core.attacks.SOAE."""
+    from soae_core.attacks import SOAE  # the engine; imported lazily so the other methods work without it
+
+    attack = SOAE(model, eps=cfg.eps, tau=cfg.soae_tau, steps=cfg.soae_steps, hvp=cfg.soae_hvp,
+                  max_krylov=cfg.soae_max_krylov, step_rule=cfg.soae_step_rule,
+                  random_start=cfg.soae_random_start, keep_images=False)
+    result = attack(x, y)
+    return result.adv.detach(), int(result.grad_evals)
+
+
+def objective_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   cfg: ObjectiveConfig) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Loss of one batch for ``cfg.method``; returns (loss scalar, logits on the trained-on inputs, grad evals).
+
+    grad evals: input gradients per example spent by the inner maximisation (not the update).
+    The model is left in train mode.
+    """
+    check_choice("method", cfg.method, METHODS)
+    grad_evals = 0
+    if cfg.method != "std":
+        model.eval()
+        if cfg.method == "pgd":
+            x_train = pgd_linf(model, x, y, cfg.eps, cfg.alpha, cfg.attack_steps)
+            grad_evals = cfg.attack_steps
+        elif cfg.method == "trades":
+            x_train = trades_adversary(model, x, cfg.eps, cfg.alpha, cfg.attack_steps)
+            grad_evals = cfg.attack_steps
+        else:
+            x_train, grad_evals = soae_examples(model, x, y, cfg)
+        model.train()
+    if cfg.method == "trades":
+        logits_natural = model(x)
+        logits_adv = model(x_train)
+        robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_natural, dim=1),
+                          reduction="batchmean")
+        return F.cross_entropy(logits_natural, y) + cfg.trades_beta * robust, logits_natural, grad_evals
+    logits = model(x if cfg.method == "std" else x_train)
+    return F.cross_entropy(logits, y), logits, grad_evals
