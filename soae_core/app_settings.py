@@ -106,6 +106,15 @@ class AttackSettings:
             return {"eps": self.eps, "sigma": ASOD_SIGMA.get(dataset, ASOD_SIGMA_COLOUR), "seed": self.seed}
         return {"eps": self.eps}
 
+    @property
+    def attack_names(self) -> tuple[str, ...]:
+        """The attacks an Attack Lab run shows: SOAE first, then the baselines."""
+        return ("SOAE",) + self.baselines
+
+    def attack_kwargs(self, name: str, dataset: str) -> dict[str, Any]:
+        """Keyword arguments of attack ``name`` ("SOAE" or a baseline) besides the model."""
+        return self.soae_kwargs() if name == "SOAE" else self.baseline_kwargs(name, dataset)
+
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (α included), for the download bundle."""
         values = dataclasses.asdict(self)

@@ -1,0 +1,102 @@
+"""The Krylov Inspector's computation: residual histories, Ritz values, FD accuracy, τ → m."""
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from soae_core.app_settings import DEFAULT_SETTINGS
+from soae_core.attacks.soae import SOAE
+from soae_core.krylov_diagnostics import (
+    KrylovRecord,
+    fd_accuracy_sweep,
+    hessian_spectrum,
+    krylov_history,
+    m_for_tau,
+    tau_to_m_table,
+)
+from soae_core.models import build_model
+
+
+def _frozen(name: str, dtype=torch.float32):
+    torch.manual_seed(0)
+    return build_model(name).eval().requires_grad_(False).to(dtype)
+
+
+@pytest.fixture(scope="module")
+def relu_model():
+    return _frozen("fmnist-cnn-std")
+
+
+@pytest.fixture(scope="module")
+def image():
+    # Random pixels: no exact zeros, so no max-pool ties (NOTES.md: ties make ∇L jump).
+    return torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+
+
+def test_history_has_one_record_per_outer_iteration(relu_model, image):
+    settings = dataclasses.replace(DEFAULT_SETTINGS, steps=2, hvp="exact")
+    records = krylov_history(relu_model, image, 4, settings)
+    assert [r.iteration for r in records] == [1, 2]
+    for record in records:
+        assert record.residuals[0] == 1.0
+        assert len(record.residuals) == record.m + 1
+        assert record.true_residuals is not None and len(record.true_residuals) == record.m + 1
+        assert record.ritz_values.shape == (record.m,)
+        # Exact products: the Givens estimate and the operator-evaluated residual agree.
+        np.testing.assert_allclose(record.true_residuals[1:], record.residuals[1:], rtol=0.05, atol=1e-4)
+
+
+def test_relu_hessian_has_rank_below_the_number_of_classes(relu_model, image):
+    spectrum = hessian_spectrum(copy.deepcopy(relu_model).double(), image.double(), 4, max_dim=40)
+    assert spectrum.stop_reason == "breakdown"
+    assert 1 <= spectrum.m <= spectrum.num_classes - 1
+    scale = np.abs(spectrum.ritz_values).max()
+    assert spectrum.ritz_values.min() > -1e-6 * scale  # positive semidefinite
+    assert spectrum.max_imaginary <= 1e-6 * scale  # symmetric: real Ritz values
+
+
+def test_smooth_hessian_is_not_low_rank(image):
+    smooth = _frozen("fmnist-cnn-smooth-std", torch.float64)
+    spectrum = hessian_spectrum(smooth, image.double(), 4, max_dim=20)
+    assert spectrum.m > spectrum.num_classes - 1
+
+
+def test_fd_accuracy_shows_truncation_and_round_off(relu_model, image):
+    etas = (1e-2, 1e-4, 1e-6, 1e-9)
+    table = fd_accuracy_sweep(relu_model, copy.deepcopy(relu_model).double(), image, 4, etas=etas)
+    assert len(table) == len(etas) * 2 * 2
+    error = table.set_index(["dtype", "scheme", "eta"])["relative_error"]
+    # float32 cannot resolve a step of 1e-9 at pixel values ~0.5: the difference is exactly 0.
+    assert error["float32", "forward", 1e-9] == pytest.approx(1.0)
+    # float64 reaches far better accuracy than float32 at its best η.
+    assert error["float64"].min() < 1e-5
+    assert error["float64"].min() < 1e-2 * error["float32"].min()
+
+
+def test_m_for_tau_reads_the_prefix_of_a_longer_run():
+    record = KrylovRecord(iteration=1, residuals=np.array([1.0, 0.5, 0.05, 0.004, 1e-5]), true_residuals=None,
+                          m=4, stop_reason="breakdown", ritz_values=np.zeros(4))
+    assert m_for_tau(record, 0.1) == (2, "converged")
+    assert m_for_tau(record, 1e-2) == (3, "converged")
+    assert m_for_tau(record, 1e-3) == (4, "breakdown")  # breakdown wins at the step it happens
+    assert m_for_tau(record, 1e-7) == (4, "breakdown")
+    capped = dataclasses.replace(record, stop_reason="max_iter")
+    assert m_for_tau(capped, 1e-3) == (4, "converged")
+    assert m_for_tau(capped, 1e-7) == (4, "max_iter")
+    with pytest.raises(ValueError, match="tau"):
+        m_for_tau(record, 0.0)
+
+
+def test_tau_table_matches_direct_runs(relu_model, image):
+    taus = (1e-1, 1e-3, 1e-6)
+    table = tau_to_m_table(relu_model, image, 4, DEFAULT_SETTINGS, taus=taus, max_dim=40)
+    assert list(table.index) == sorted(taus, reverse=True)
+    for tau in taus:
+        for mode, column in (("exact", "m (exact)"), ("finite_difference", "m (finite difference)")):
+            attack = SOAE(relu_model, tau=tau, max_krylov=40, hvp=mode, eta=DEFAULT_SETTINGS.eta)
+            result = attack.direction(image, torch.tensor([4]))[3]
+            assert table.loc[tau, column] == int(result.iterations[0]), (mode, tau)
+    assert (np.diff(table["m (exact)"].to_numpy()) >= 0).all()  # smaller τ never needs fewer steps
