@@ -51,6 +51,7 @@ class GMRESResult:
         leading (m_i+1, m_i) block is meaningful. Its square m×m part has the Ritz values.
     matvec_calls: number of operator calls made (each on the still-active samples only).
     operator_samples: total number of sample-products the operator evaluated.
+    products_per_sample: (B,) int64 — how many products the operator evaluated for each sample.
     """
 
     solution: torch.Tensor
@@ -63,6 +64,7 @@ class GMRESResult:
     true_residuals: list[torch.Tensor] | None = None
     matvec_calls: int = 0
     operator_samples: int = 0
+    products_per_sample: torch.Tensor | None = None
 
     def ritz_values(self, sample: int) -> torch.Tensor:
         """Eigenvalues (complex, shape (m,)) of the m×m Hessenberg block of one sample."""
@@ -140,6 +142,7 @@ def gmres(
     indexed = _takes_index(matvec)
     all_index = torch.arange(batch, device=device)
     calls = {"matvec": 0, "samples": 0}
+    products_per_sample = torch.zeros(batch, dtype=torch.int64, device=device)
 
     def apply(v_flat: torch.Tensor, active_idx: torch.Tensor | None) -> torch.Tensor:
         """Operator on flattened vectors (B, n); inactive rows of the output are zero."""
@@ -149,12 +152,14 @@ def gmres(
             part = matvec(v_flat[active_idx].reshape((-1,) + shape[1:]), index=active_idx)
             out[active_idx] = part.reshape(-1, n).to(dtype)
             calls["samples"] += int(active_idx.numel())
+            products_per_sample[active_idx] += 1
             return out
         if indexed:
             result = matvec(v_flat.reshape(shape), index=all_index)
         else:
             result = matvec(v_flat.reshape(shape))
         calls["samples"] += batch
+        products_per_sample.add_(1)
         return result.reshape(batch, n).to(dtype)
 
     b_flat = b.reshape(batch, n)
@@ -274,6 +279,7 @@ def gmres(
         hessenberg=hess,
         matvec_calls=calls["matvec"],
         operator_samples=calls["samples"],
+        products_per_sample=products_per_sample,
     )
 
 

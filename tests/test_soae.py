@@ -13,16 +13,16 @@ from soae_core.attacks.soae import STEP_RULES
 
 
 class CountingModel(nn.Module):
-    """Counts forward passes made with autograd enabled (= gradient evaluations)."""
+    """Counts images passed forward with autograd enabled (= per-image gradient evaluations)."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
-        self.grad_forwards = 0
+        self.gradient_images = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
-            self.grad_forwards += 1
+            self.gradient_images += x.shape[0]
         return self.inner(x)
 
 
@@ -167,11 +167,17 @@ def test_grad_evals_equals_trace_and_an_independent_count(images_8x8: torch.Tens
         model = CountingModel(tiny_cnn())
         y = _labels(model, images_8x8)
         result = SOAE(model, eps=0.1, hvp=hvp, steps=3)(images_8x8, y)
-        assert result.grad_evals == result.trace.grad_evals == sum(it.grad_evals for it in result.trace.iterations)
-        assert model.grad_forwards == result.grad_evals
-        # gradient per iteration + products (one initial residual product + one per Krylov step)
-        expected = sum(1 + per_product * it.krylov.matvec_calls for it in result.trace.iterations)
-        assert result.grad_evals == expected
+        batch = images_8x8.shape[0]
+        per_sample = result.trace.grad_evals_per_sample
+        assert result.grad_evals == result.trace.grad_evals == -(-int(per_sample.sum()) // batch)
+        assert model.gradient_images == int(per_sample.sum())
+        # per image: a gradient per iteration + products (initial residual + one per Krylov step)
+        expected = sum(1 + per_product * (1 + it.krylov.iterations) for it in result.trace.iterations)
+        assert torch.equal(per_sample, expected)
+        # a single image: the exact count
+        model.gradient_images = 0
+        single = SOAE(model, eps=0.1, hvp=hvp, steps=3)(images_8x8[:1], y[:1])
+        assert single.grad_evals == model.gradient_images
 
 
 def test_exact_mode_reaches_rank_bound_on_relu_net(images_8x8: torch.Tensor) -> None:

@@ -53,7 +53,9 @@ class SOAEIteration:
     krylov: the GMRES record (residual history, m, stop reasons, Hessenberg matrices).
     prediction, confidence: (B,) class and its softmax probability after the step.
     adv: (B, C, H, W) images after the step.
-    grad_evals: gradient evaluations this iteration (1 + Hessian-vector products).
+    grad_evals_per_sample: (B,) int64 gradient evaluations each image cost this iteration:
+        1 gradient + its Hessian-vector products (1 each for forward difference and exact,
+        2 for central difference). Finished samples cost nothing more (shrinking batch).
     notes: per-sample remarks ('' when nothing special happened).
     """
 
@@ -66,8 +68,13 @@ class SOAEIteration:
     prediction: torch.Tensor
     confidence: torch.Tensor
     adv: torch.Tensor
-    grad_evals: int
+    grad_evals_per_sample: torch.Tensor
     notes: list[str]
+
+    @property
+    def grad_evals(self) -> int:
+        """Gradient evaluations per image this iteration: the batch total ÷ B, rounded up."""
+        return _per_image(self.grad_evals_per_sample)
 
 
 @dataclass
@@ -81,9 +88,16 @@ class SOAETrace:
     iterations: list[SOAEIteration] = field(default_factory=list)
 
     @property
+    def grad_evals_per_sample(self) -> torch.Tensor:
+        """(B,) int64 gradient evaluations each image cost over all iterations."""
+        return sum((it.grad_evals_per_sample for it in self.iterations),
+                   torch.zeros_like(self.initial_prediction))
+
+    @property
     def grad_evals(self) -> int:
-        """Total gradient evaluations (sum over iterations)."""
-        return sum(it.grad_evals for it in self.iterations)
+        """Gradient evaluations per image over the attack: the batch total ÷ B, rounded up
+        (the same convention as the first-order attacks; for one image, the exact count)."""
+        return _per_image(self.grad_evals_per_sample)
 
     @property
     def notes(self) -> list[str]:
@@ -97,6 +111,11 @@ class SOAETrace:
                 if it.notes[i] and it.notes[i] not in gathered[i]:
                     gathered[i].append(it.notes[i])
         return ["; ".join(parts) for parts in gathered]
+
+
+def _per_image(per_sample: torch.Tensor) -> int:
+    total, batch = int(per_sample.sum()), per_sample.numel()
+    return -(-total // batch) if batch else 0
 
 
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -126,7 +145,9 @@ class SOAE(Attack):
         loss_fn: per-sample loss (model output, y) → (B,); default cross-entropy.
 
     Call: ``attack(x, y)`` with x (B, C, H, W) in [0, 1] and y (B,) int64 → AttackResult with
-    ``.adv``, ``.grad_evals`` (= ``.trace.grad_evals``) and ``.trace`` (:class:`SOAETrace`).
+    ``.adv``, ``.grad_evals`` (= ``.trace.grad_evals``: gradient evaluations per image, the batch
+    total ÷ B rounded up, as for every attack) and ``.trace`` (:class:`SOAETrace`, with exact
+    per-image counts in ``grad_evals_per_sample``).
     """
 
     name = "SOAE"
@@ -159,22 +180,23 @@ class SOAE(Attack):
 
     # ------------------------------------------------------------------ the second-order direction
     def direction(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                    GMRESResult, int]:
+                                                                    GMRESResult, torch.Tensor]:
         """One second-order direction at x (Algorithm 1, lines 2–17), without stepping.
 
         Returns (δ̃ (B,C,H,W), loss (B,), gradient g (B,C,H,W), GMRES record, gradient
-        evaluations spent), all for ``loss_fn(model(x), y)`` (for targeted attacks y holds
+        evaluations spent per sample (B,) int64), all for ``loss_fn(model(x), y)`` (for targeted attacks y holds
         the targets and the caller steps along −δ̃). δ̃ falls back to g for samples whose products were
         non-finite from the start; it is always finite.
         """
         loss, grad = input_gradient(self.model, x, y, loss_fn=self.loss_fn)
         grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
-        matvec, evals = make_hvp_operator(self.model, x, y, self.hvp, self.eta, grad_at_x=grad,
+        matvec, _ = make_hvp_operator(self.model, x, y, self.hvp, self.eta, grad_at_x=grad,
                                           loss_fn=self.loss_fn)
         result = gmres(matvec, grad, x0=grad, tau=self.tau, max_iter=self.max_krylov,
                        reorthogonalize=self.reorthogonalize, true_residual=self.true_residual)
         direction = torch.where(torch.isfinite(result.solution), result.solution, grad)
-        return direction, loss, grad, result, 1 + evals()
+        per_product = 2 if self.hvp == "central_difference" else 1
+        return direction, loss, grad, result, 1 + per_product * result.products_per_sample
 
     def _step(self, x_n: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
         size = -self.alpha / self.steps if self.targeted else self.alpha / self.steps
@@ -221,7 +243,8 @@ class SOAE(Attack):
                 cosine_to_gradient=torch.nn.functional.cosine_similarity(direction.flatten(1), grad.flatten(1),
                                                                          dim=1, eps=1e-30),
                 direction=direction, krylov=krylov, prediction=prediction, confidence=confidence,
-                adv=x_next.clone() if self.keep_images else x_next[:0], grad_evals=spent, notes=notes))
+                adv=x_next.clone() if self.keep_images else x_next[:0], grad_evals_per_sample=spent,
+                notes=notes))
             x_n = x_next
         return x_n, trace.grad_evals, trace
 
