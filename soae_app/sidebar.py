@@ -1,0 +1,229 @@
+"""The sidebar every page shares: model, image and attack settings.
+
+Widget keys double as URL query parameters (``bind="query-params"``): the URL always holds the
+non-default choices, so a teacher can share a link that reproduces a view (uploads excepted).
+The entrypoint calls :func:`render_sidebar` on every run and stores the result; pages read it
+with :func:`current_selection`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+import torch
+
+from soae_app import cache
+from soae_app.figures import display_image
+from soae_core.app_settings import (
+    ALPHA_FACTOR_CHOICES,
+    ALPHA_RAW_CHOICES,
+    BASELINES,
+    DEFAULT_SETTINGS,
+    EPS_255_CHOICES,
+    ETA_CHOICES,
+    HVP_LABELS,
+    MAX_KRYLOV,
+    MAX_STEPS,
+    PRESETS,
+    STEP_RULE_LABELS,
+    TAU_CHOICES,
+    AttackSettings,
+    format_eps_255,
+    format_factor,
+    format_power,
+    preset_matching,
+    settings_from_widgets,
+    widget_values,
+)
+from soae_core.data import SAMPLE_DATASETS, list_photos, load_user_image
+from soae_core.lab import class_probabilities
+from soae_core.models import DEFAULT_MODEL, ModelInfo, list_models
+
+SELECTION_KEY = "soae_lab_selection"
+BIND = "query-params"
+DEFAULTS = widget_values(DEFAULT_SETTINGS)
+
+
+@dataclass
+class Selection:
+    """What the sidebar selected.
+
+    image: (C, H, W) float32 in [0, 1] at the model's input shape, or None; label: the true class
+    index (for photos and uploads: chosen by the user, the model's prediction by default);
+    image_source: a human-readable description (goes into the download bundle); problem: why
+    nothing can be computed (shown by the pages), None when ready.
+    """
+
+    info: ModelInfo
+    settings: AttackSettings
+    image: np.ndarray | None = None
+    label: int | None = None
+    image_source: str = ""
+    problem: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True when a model, an image and a label are there to attack."""
+        return self.problem is None and self.image is not None and self.label is not None
+
+
+def current_selection() -> Selection:
+    """The selection the entrypoint stored on this run (pages call this)."""
+    return st.session_state[SELECTION_KEY]
+
+
+def ready_selection() -> Selection:
+    """The current selection if it is ready to attack; otherwise says what is missing and stops the page."""
+    selection = current_selection()
+    if not selection.ready:
+        st.info(selection.problem or "Pick a model and an image in the sidebar.")
+        st.stop()
+    return selection
+
+
+def _pick_model() -> ModelInfo:
+    infos = {info.name: info for info in list_models()}
+    names = list(infos)
+    available = [name for name in names if infos[name].available]
+    default = DEFAULT_MODEL if DEFAULT_MODEL in available or not available else available[0]
+    name = st.selectbox("Model", names, index=names.index(default), key="model", bind=BIND,
+                        format_func=lambda n: n if infos[n].available else f"⊘ {n} (unavailable)",
+                        help="Models marked ⊘ have no weights here; the note below says why.")
+    info = infos[name]
+    if info.available:
+        st.caption(info.description)
+    else:
+        st.warning(f"**{name}** is unavailable: {info.reason}")
+    return info
+
+
+def _pick_true_label(info: ModelInfo, image: np.ndarray, source_id: str) -> int:
+    """For photos and uploads: the true label, the model's prediction by default."""
+    net = cache.model(info)
+    predicted = int(np.argmax(class_probabilities(net, torch.from_numpy(image).unsqueeze(0))))
+    return st.selectbox("True label", range(info.num_classes), index=predicted, key=f"label::{source_id}",
+                        format_func=lambda i: info.class_names[i],
+                        help="The attack pushes the image away from this class. Default: the model's prediction.")
+
+
+def _pick_sample(info: ModelInfo) -> tuple[np.ndarray, int, str]:
+    sample_set = cache.samples(info.dataset)
+    labels = sample_set.labels.numpy()
+    by_class = [np.flatnonzero(labels == c) for c in range(len(sample_set.class_names))]
+    per_class = min(len(indices) for indices in by_class)
+    class_name = st.pills("Class", sample_set.class_names, default=sample_set.class_names[0], key="cls",
+                          bind=BIND, required=True)
+    example = st.slider("Example of this class", 1, per_class, 1, key="ex", bind=BIND)
+    chosen = sample_set.class_names.index(class_name)
+    gallery = [display_image(sample_set.images[by_class[c][example - 1]].numpy(), min_size=28)
+               for c in range(len(by_class))]
+    captions = [f"▶ {name}" if c == chosen else name for c, name in enumerate(sample_set.class_names)]
+    st.image(gallery, caption=captions, width=52)
+    index = int(by_class[chosen][example - 1])
+    return (sample_set.images[index].numpy(), int(labels[index]),
+            f"bundled {info.dataset} sample #{index} ({class_name}, example {example})")
+
+
+def _pick_photo(info: ModelInfo) -> tuple[np.ndarray, int, str]:
+    name = st.selectbox("Photograph (scikit-image)", list_photos(), key="photo", bind=BIND)
+    image = cache.photo(name, info.input_shape)
+    return image, _pick_true_label(info, image, f"photo:{name}"), f"scikit-image photograph '{name}'"
+
+
+def _pick_upload(info: ModelInfo) -> tuple[np.ndarray | None, int | None, str, str | None]:
+    upload = st.file_uploader("PNG or JPEG image", type=["png", "jpg", "jpeg"], key="upload",
+                              help="Resized (short side) and centre-cropped to the model's input size.")
+    if upload is None:
+        return None, None, "", "Upload an image in the sidebar (PNG or JPEG)."
+    try:
+        image = load_user_image(upload.getvalue(), info.input_shape)[0].numpy()
+    except ValueError as error:
+        st.error(f"Cannot use **{upload.name}**: {error}")
+        return None, None, "", f"The uploaded file {upload.name} is not a usable image; see the sidebar."
+    label = _pick_true_label(info, image, f"upload:{upload.file_id}")
+    return image, label, f"upload '{upload.name}'", None
+
+
+def _pick_image(info: ModelInfo) -> tuple[np.ndarray | None, int | None, str, str | None]:
+    sources = (["Samples"] if info.dataset in SAMPLE_DATASETS else []) + \
+              (["Photos"] if info.dataset == "imagenet" else []) + ["Upload"]
+    source = st.segmented_control("Image", sources, default=sources[0], key="src", bind=BIND, required=True)
+    if source == "Upload" or source not in sources:
+        return _pick_upload(info)
+    image, label, description = _pick_sample(info) if source == "Samples" else _pick_photo(info)
+    return image, label, description, None
+
+
+def _apply_preset(name: str) -> None:
+    for key, value in widget_values(PRESETS[name]).items():
+        st.session_state[key] = value
+
+
+def _pick_settings() -> AttackSettings:
+    st.markdown("**Presets**")
+    for column, name in zip(st.columns(len(PRESETS)), PRESETS):
+        column.button(name, key=f"preset::{name}", on_click=_apply_preset, args=(name,), width="stretch")
+    values = {
+        "eps": st.select_slider("ε — L∞ budget", EPS_255_CHOICES, value=DEFAULTS["eps"], format_func=format_eps_255,
+                                key="eps", bind=BIND, help="Largest change allowed per pixel (paper: 8/255)."),
+        "N": st.slider("N — outer iterations", 1, MAX_STEPS, DEFAULTS["N"], key="N", bind=BIND,
+                       help="Each iteration solves H δ = g with GMRES and takes one step (paper: 4)."),
+        "hvp": st.radio("Hessian-vector product", list(HVP_LABELS), index=list(HVP_LABELS).index(DEFAULTS["hvp"]),
+                        format_func=HVP_LABELS.get, key="hvp", bind=BIND,
+                        help="Finite difference: (∇L(x+ηv) − ∇L(x))/η, the paper's eq. 22. "
+                             "Exact: forward-over-reverse automatic differentiation."),
+        "eta": st.select_slider("η — finite-difference step", ETA_CHOICES, value=DEFAULTS["eta"],
+                                format_func=format_power, key="eta", bind=BIND,
+                                help="Used by the finite-difference products only (paper: ≤ 1e-5)."),
+        "tau": st.select_slider("τ — GMRES tolerance", TAU_CHOICES, value=DEFAULTS["tau"], format_func=format_power,
+                                key="tau", bind=BIND, help="GMRES stops when ‖r‖/β < τ (paper: 1e-3)."),
+        "cmp": st.multiselect("Compare with", BASELINES, default=DEFAULTS["cmp"], key="cmp", bind=BIND,
+                              help="First-order baselines run on the same image and budget."),
+    }
+    with st.expander("More settings"):
+        values["step"] = st.radio("Step rule", list(STEP_RULE_LABELS),
+                                  index=list(STEP_RULE_LABELS).index(DEFAULTS["step"]),
+                                  format_func=STEP_RULE_LABELS.get, key="step", bind=BIND,
+                                  help="How δ̃ ≈ H⁻¹g becomes a step. The paper's raw step has no fixed scale.")
+        if values["step"] == "raw":
+            values["alpha_raw"] = st.select_slider("α — multiplier of δ̃", ALPHA_RAW_CHOICES,
+                                                   value=DEFAULTS["alpha_raw"], format_func=format_power,
+                                                   key="alpha_raw", bind=BIND)
+        else:
+            values["alpha"] = st.select_slider("α — total step over the N iterations", ALPHA_FACTOR_CHOICES,
+                                               value=DEFAULTS["alpha"], format_func=format_factor, key="alpha",
+                                               bind=BIND, help="Each iteration moves α/N per pixel.")
+        values["m"] = st.slider("Krylov dimension cap", 1, MAX_KRYLOV, DEFAULTS["m"], key="m", bind=BIND)
+        values["rs"] = st.checkbox("Random start in the ε-ball", value=DEFAULTS["rs"], key="rs", bind=BIND)
+        values["seed"] = st.number_input("Random seed", min_value=0, max_value=2**31 - 1, value=DEFAULTS["seed"],
+                                         step=1, key="seed", bind=BIND,
+                                         help="Seeds the random start and the randomised baselines.")
+    for key in ("alpha", "alpha_raw"):  # the step rule shows only one of the two
+        values.setdefault(key, st.session_state.get(key, DEFAULTS[key]))
+    settings = settings_from_widgets(values)
+    preset = preset_matching(settings)
+    st.caption(f"Settings match the **{preset}** preset." if preset else "Custom settings.")
+    return settings
+
+
+def render_sidebar() -> Selection:
+    """Draw the sidebar (call inside ``with st.sidebar``) and return what it selects."""
+    st.header("Model", divider="gray")
+    info = _pick_model()
+    st.header("Image", divider="gray")
+    image = label = problem = None
+    source = ""
+    if not info.available:
+        problem = f"**{info.name}** is unavailable: {info.reason}. Pick another model in the sidebar."
+        st.caption("Pick an available model first.")
+    else:
+        try:
+            image, label, source, problem = _pick_image(info)
+        except ValueError as error:  # missing samples, unreadable weights, …
+            st.error(str(error))
+            problem = str(error)
+    st.header("Attack", divider="gray")
+    settings = _pick_settings()
+    return Selection(info=info, settings=settings, image=image, label=label, image_source=source, problem=problem)
