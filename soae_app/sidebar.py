@@ -172,8 +172,8 @@ def _pick_settings() -> AttackSettings:
                        help="Each iteration solves H δ = g with GMRES and takes one step (paper: 4)."),
         "hvp": st.radio("Hessian-vector product", list(HVP_LABELS), index=list(HVP_LABELS).index(DEFAULTS["hvp"]),
                         format_func=HVP_LABELS.get, key="hvp", bind=BIND,
-                        help="Finite difference: (∇L(x+ηv) − ∇L(x))/η, the paper's eq. 22. "
-                             "Exact: forward-over-reverse automatic differentiation."),
+                        help="Finite difference (the paper's eq. 22): (∇L(x+ηv) − ∇L(x))/η. Central: "
+                             "(∇L(x+ηv) − ∇L(x−ηv))/2η. Exact: automatic differentiation."),
         "eta": st.select_slider("η — finite-difference step", ETA_CHOICES, value=DEFAULTS["eta"],
                                 format_func=format_power, key="eta", bind=BIND,
                                 help="Used by the finite-difference products only (paper: ≤ 1e-5)."),
@@ -186,7 +186,8 @@ def _pick_settings() -> AttackSettings:
         values["step"] = st.radio("Step rule", list(STEP_RULE_LABELS),
                                   index=list(STEP_RULE_LABELS).index(DEFAULTS["step"]),
                                   format_func=STEP_RULE_LABELS.get, key="step", bind=BIND,
-                                  help="How δ̃ ≈ H⁻¹g becomes a step. The paper's raw step has no fixed scale.")
+                                  help="How δ̃ ≈ H⁻¹g becomes a step: sign(δ̃), δ̃/‖δ̃‖∞, or the paper's raw "
+                                       "(α/N)·δ̃, which has no fixed scale.")
         if values["step"] == "raw":
             values["alpha_raw"] = st.select_slider("α — multiplier of δ̃", ALPHA_RAW_CHOICES,
                                                    value=DEFAULTS["alpha_raw"], format_func=format_power,

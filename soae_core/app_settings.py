@@ -29,10 +29,11 @@ ALPHA_RAW_CHOICES: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
 MAX_STEPS = 20
 MAX_KRYLOV = 100
 
-HVP_LABELS: dict[str, str] = {"finite_difference": "Finite difference (paper)",
-                              "central_difference": "Central difference",
-                              "exact": "Exact (autodiff)"}
-STEP_RULE_LABELS: dict[str, str] = {"sign": "sign(δ̃)", "linf": "δ̃ / ‖δ̃‖∞", "raw": "raw δ̃ (paper)"}
+# Labels double as URL values (``?hvp=exact``), so they stay short and plain.
+HVP_LABELS: dict[str, str] = {"finite_difference": "finite difference",
+                              "central_difference": "central difference",
+                              "exact": "exact"}
+STEP_RULE_LABELS: dict[str, str] = {"sign": "sign", "linf": "L∞-normalised", "raw": "raw"}
 BASELINES: tuple[str, ...] = ("FGSM", "PGD", "AutoAttack", "ASOD")
 
 # ASOD's noise level, from its authors' code: 0.7 for (Fashion-)MNIST, 100/255 for colour images.
@@ -128,7 +129,7 @@ DEFAULT_SETTINGS = AttackSettings()
 PRESETS: dict[str, AttackSettings] = {
     # The paper's values for ε, η, τ and N with its finite-difference product. Its step x + (α/N)δ̃
     # barely moves the image (δ̃ has no fixed scale), so the engine's sign rule is used; pick
-    # "raw δ̃ (paper)" as step rule to see the literal version.
+    # the "raw" step rule to see the literal version.
     "paper": DEFAULT_SETTINGS,
     # Exact Hessian-vector products: GMRES ends by breakdown after ≤ C−1 steps on ReLU nets.
     "exact Hessian": dataclasses.replace(DEFAULT_SETTINGS, hvp="exact", tau=1e-6),

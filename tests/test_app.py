@@ -1,0 +1,201 @@
+"""The Streamlit app under streamlit.testing's AppTest: every page with defaults and with changed
+settings, presets, URL parameters, model switching and uploads — never an exception.
+
+The models are untrained checkpoints written to a temporary folder (SOAE_MODELS_DIR), so the
+tests do not depend on the bundled training runs; the bundled Fashion-MNIST samples are used.
+"""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from soae_core.krylov_diagnostics import DEFAULT_TAUS
+from soae_core.models import build_model, save_state_dict
+
+KRYLOV_PAGE = "../pages/krylov_inspector.py"  # relative to tests/app_entry.py
+
+
+@pytest.fixture(scope="module", autouse=True)
+def models_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    for name in ("fmnist-cnn-std", "fmnist-cnn-smooth-std"):
+        save_state_dict(build_model(name), folder / f"{name}.safetensors")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOAE_MODELS_DIR", str(folder))
+        yield folder
+
+
+def start(query: dict[str, str] | None = None) -> AppTest:
+    app = AppTest.from_file("app_entry.py", default_timeout=300)
+    for key, value in (query or {}).items():
+        app.query_params[key] = value
+    return app.run()
+
+
+def assert_clean(app: AppTest) -> None:
+    assert not app.exception, [e.message for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+
+
+def metric_rows(app: AppTest) -> list[str]:
+    assert len(app.dataframe) == 1
+    return list(app.dataframe[0].value.index)
+
+
+def test_attack_lab_with_defaults():
+    app = start()
+    assert_clean(app)
+    assert [t.value for t in app.title] == ["Attack Lab"]
+    assert metric_rows(app) == ["SOAE", "FGSM", "PGD"]
+    table = app.dataframe[0].value
+    assert (table["L∞ (×1/255)"] <= 8 + 1e-3).all()
+    assert table.loc["FGSM", "Gradient evals"] == 1
+    main_images = [img for img in app.main.image]
+    assert len(main_images) >= 4  # original + 3 attacks (+ the scrubber's iterate)
+    assert len(app.get("download_button")) == 3
+    assert len(app.get("plotly_chart")) == 3  # perturbations, top-5, loss along the iterations
+
+
+def test_attack_lab_with_changed_settings():
+    app = start()
+    app.sidebar.select_slider(key="eps").set_value(16.0)
+    app.sidebar.slider(key="N").set_value(2)
+    app.sidebar.radio(key="hvp").set_value("exact")
+    app.sidebar.multiselect(key="cmp").set_value(["FGSM", "ASOD"])
+    app.sidebar.radio(key="step").set_value("linf")
+    app.run()
+    assert_clean(app)
+    assert metric_rows(app) == ["SOAE", "FGSM", "ASOD"]
+    table = app.dataframe[0].value
+    assert table.loc["FGSM", "L∞ (×1/255)"] == pytest.approx(16, abs=1e-3)
+    assert (table["L∞ (×1/255)"] <= 16 + 1e-3).all()
+    assert app.slider(key="lab::scrub::2").value == 2  # N = 2 outer iterations
+
+
+def test_raw_step_rule_shows_its_own_alpha():
+    app = start()
+    app.sidebar.radio(key="step").set_value("raw").run()
+    assert_clean(app)
+    assert app.sidebar.select_slider(key="alpha_raw").value == 1.0
+    assert metric_rows(app) == ["SOAE", "FGSM", "PGD"]
+
+
+def test_preset_buttons_set_the_widgets():
+    app = start()
+    app.sidebar.button(key="preset::fast classroom").click().run()
+    assert_clean(app)
+    assert app.sidebar.slider(key="N").value == 2
+    assert app.sidebar.radio(key="hvp").value == "exact"
+    assert metric_rows(app) == ["SOAE", "FGSM"]
+    assert any("fast classroom" in c.value for c in app.sidebar.caption)
+    app.sidebar.slider(key="N").set_value(3).run()
+    assert any(c.value == "Custom settings." for c in app.sidebar.caption)
+
+
+def test_url_query_reproduces_a_view():
+    app = start({"eps": "4/255", "N": "2", "hvp": "exact", "cls": "Sneaker", "ex": "3"})
+    assert_clean(app)
+    assert app.sidebar.select_slider(key="eps").value == 4.0
+    assert app.sidebar.slider(key="N").value == 2
+    assert app.sidebar.radio(key="hvp").value == "exact"
+    assert "Sneaker" in app.markdown[1].value  # "True class **Sneaker** · ..."
+    assert (app.dataframe[0].value["L∞ (×1/255)"] <= 4 + 1e-3).all()
+
+
+def test_invalid_url_values_fall_back_to_defaults():
+    app = start({"eps": "banana", "N": "-3", "model": "no-such-model", "hvp": "newton"})
+    assert_clean(app)
+    assert app.sidebar.select_slider(key="eps").value == 8.0
+    assert app.sidebar.radio(key="hvp").value == "finite_difference"
+    assert metric_rows(app) == ["SOAE", "FGSM", "PGD"]
+
+
+def test_switching_models():
+    app = start()
+    app.sidebar.selectbox(key="model").set_value("fmnist-cnn-smooth-std").run()
+    assert_clean(app)
+    assert metric_rows(app) == ["SOAE", "FGSM", "PGD"]
+    app.sidebar.selectbox(key="model").set_value("cifar10-resnet18").run()
+    assert not app.exception
+    assert any("unavailable" in w.value for w in app.sidebar.warning)
+    assert any("unavailable" in i.value for i in app.main.info)
+    assert len(app.dataframe) == 0
+
+
+def test_iteration_scrubber_steps_back_to_the_original():
+    app = start()
+    app.slider(key="lab::scrub::4").set_value(0).run()
+    assert_clean(app)
+    captions = [c for img in app.main.image for c in img.captions]
+    assert any(c.startswith("n = 0:") for c in captions)
+
+
+def test_krylov_inspector_with_defaults_and_changes():
+    app = start()
+    app.switch_page(KRYLOV_PAGE).run()
+    assert_clean(app)
+    assert [t.value for t in app.title] == ["Krylov Inspector"]
+    assert len(app.get("plotly_chart")) == 4  # residuals, m, Ritz values, FD accuracy
+    table = app.dataframe[0].value
+    assert len(table) == len(DEFAULT_TAUS)
+    assert (table["m (exact)"] <= 60).all()
+    # Sidebar widgets stay usable on this page.
+    app.sidebar.radio(key="hvp").set_value("exact")
+    app.sidebar.slider(key="N").set_value(2)
+    app.sidebar.select_slider(key="eta").set_value(1e-3)
+    app.run()
+    assert_clean(app)
+    assert [t.value for t in app.title] == ["Krylov Inspector"]
+    app.selectbox(key="krylov::compare").set_value("(none)").run()
+    assert_clean(app)
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width × height pixels (the pixel data is not there)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + \
+        chunk(b"IEND", b"")
+
+
+def upload(app: AppTest, name: str, content: bytes) -> AppTest:
+    app.sidebar.segmented_control(key="src").set_value("Upload").run()
+    app.sidebar.file_uploader(key="upload").upload(name, content, "image/png")
+    return app.run()
+
+
+def test_upload_of_a_valid_png_is_attacked():
+    rng = np.random.default_rng(0)
+    app = upload(start(), "shirt.png", png((rng.random((40, 30, 3)) * 255).astype(np.uint8)))
+    assert_clean(app)
+    assert metric_rows(app) == ["SOAE", "FGSM", "PGD"]
+    assert len(app.sidebar.selectbox) == 2  # model and the true label of the upload
+
+
+@pytest.mark.parametrize("name, content", [
+    ("notes.png", b"this is a text file, not an image\n"),
+    ("truncated.png", png(np.zeros((64, 64), dtype=np.uint8) + 7)[:60]),
+    ("huge.png", huge_png_header(100_000, 100_000)),
+])
+def test_invalid_uploads_give_an_error_not_a_traceback(name, content):
+    app = upload(start(), name, content)
+    assert not app.exception
+    assert any(name in e.value for e in app.sidebar.error)
+    assert len(app.dataframe) == 0
+    app.switch_page(KRYLOV_PAGE).run()
+    assert not app.exception
+    assert len(app.dataframe) == 0
