@@ -113,11 +113,11 @@ def test_accuracy_under_attack_below_clean_on_a_trained_model() -> None:
 
     model = load_model("fmnist-cnn-std")
     samples = load_samples("fashion_mnist")
-    x, y = samples.images[:100], samples.labels[:100]
+    x, y = samples.images[::4], samples.labels[::4]  # 50 images, 5 per class
     with torch.no_grad():
         clean = (model(x).argmax(1) == y).float().mean()
     for hvp in ("finite_difference", "exact"):
-        result = SOAE(model, eps=0.1, hvp=hvp, steps=4)(x, y)
+        result = SOAE(model, eps=0.1, hvp=hvp, steps=2, max_krylov=10, keep_images=False)(x, y)
         with torch.no_grad():
             robust = (model(result.adv).argmax(1) == y).float().mean()
         assert robust < clean, f"{hvp}: {robust} !< {clean}"
