@@ -242,3 +242,24 @@ def test_runs_on_cuda() -> None:
     result = gmres(_matvec(matrices), b, tau=1e-10, max_iter=DIM)
     assert result.solution.device.type == "cuda"
     torch.testing.assert_close(result.solution, torch.linalg.solve(matrices, b), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (checked on GPU machines only)")
+def test_at_most_one_host_sync_per_krylov_step_on_cuda() -> None:
+    import warnings
+
+    gen = torch.Generator().manual_seed(11)
+    matrices = _spd(gen, 4).cuda()
+    b = torch.randn(4, DIM, generator=gen, dtype=torch.float64).cuda()
+    matvec = _matvec(matrices)
+    gmres(matvec, b, tau=1e-10, max_iter=DIM)  # warm-up
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = gmres(matvec, b, tau=1e-10, max_iter=DIM)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    steps = int(result.iterations.max())
+    # one per step, plus a constant number for argument checks and the final host copies
+    assert len(caught) <= steps + 8
