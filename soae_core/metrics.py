@@ -164,6 +164,24 @@ def _feature_extractor(model: nn.Module, layers: list[str]) -> nn.Module:
     return create_feature_extractor(twin.eval(), return_nodes={layer: layer for layer in layers}).eval()
 
 
+def feature_maps(model: nn.Module, images: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Outputs of the named modules for images (N, C, H, W): {layer: (N, ...)} without gradients.
+
+    layers: module names (see :func:`default_feature_layers`, the default). Raises ValueError for
+    a name that is not a module of the model. The model is neither modified nor hooked.
+    """
+    check_images(images, "images")
+    layers = default_feature_layers(model) if layers is None else list(layers)
+    if not layers:
+        raise ValueError("layers must name at least one module; the model has no Conv2d/Linear to default to")
+    known = {name for name, _ in model.named_modules()}
+    unknown = [layer for layer in layers if layer not in known]
+    if unknown:
+        raise ValueError(f"layers {unknown} are not modules of the model; allowed: {sorted(known - {''})}")
+    with torch.no_grad():
+        return _feature_extractor(model, layers)(images)
+
+
 def feature_distortion(model: nn.Module, clean: torch.Tensor, adv: torch.Tensor,
                        layers: list[str] | None = None) -> dict[str, np.ndarray]:
     """Relative L2 distortion ‖F(adv) − F(clean)‖₂ / ‖F(clean)‖₂ per image at each layer.
@@ -174,15 +192,9 @@ def feature_distortion(model: nn.Module, clean: torch.Tensor, adv: torch.Tensor,
     """
     check_pair(clean, adv)
     layers = default_feature_layers(model) if layers is None else list(layers)
-    if not layers:
-        raise ValueError("layers must name at least one module; the model has no Conv2d/Linear to default to")
-    known = {name for name, _ in model.named_modules()}
-    unknown = [layer for layer in layers if layer not in known]
-    if unknown:
-        raise ValueError(f"layers {unknown} are not modules of the model; allowed: {sorted(known - {''})}")
-    extractor = _feature_extractor(model, layers)
-    with torch.no_grad():
-        clean_features, adv_features = extractor(clean), extractor(adv)
+    both = feature_maps(model, torch.cat([clean, adv]), layers)
+    clean_features = {layer: maps[:clean.shape[0]] for layer, maps in both.items()}
+    adv_features = {layer: maps[clean.shape[0]:] for layer, maps in both.items()}
     result = {}
     for layer in layers:
         reference = clean_features[layer].double().flatten(1)
