@@ -1,7 +1,12 @@
 """SOAE Lab — the Streamlit entrypoint: page navigation and the shared sidebar.
 
-Run with ``./lab app`` (or ``streamlit run app.py``). Pages live in ``pages/``; to add one, add a
-line to ``PAGES`` under the step of the path (explore → inspect → evaluate) it belongs to.
+Run with ``./lab app`` (or ``streamlit run app.py``). Pages live in ``app_pages/``; to add one, add
+a line to ``PAGES`` under the step of the path (explore → inspect → evaluate) it belongs to.
+
+Why not ``pages/``: Streamlit 1.67 still treats a ``pages/`` folder as the legacy multipage mode
+until the first ``st.navigation`` call of the process, so the first deep link after a server start
+(e.g. ``/krylov-inspector?…``) answered "Page not found", and ``AppTest`` ran page files without
+this entrypoint (no sidebar) after its first run.
 """
 
 from pathlib import Path
@@ -12,7 +17,8 @@ from soae_app.sidebar import SELECTION_KEY, render_sidebar
 
 ROOT = Path(__file__).resolve().parent
 
-# (section, file in pages/, title, Material icon, URL path). Sections are shown in this order.
+# (section, file in app_pages/, title, Material icon, URL path). Sections are shown in this order;
+# the first page is the default one, served at "/".
 PAGES = [
     ("1 · Explore", "attack_lab.py", "Attack Lab", ":material/science:", "attack-lab"),
     ("2 · Inspect", "krylov_inspector.py", "Krylov Inspector", ":material/query_stats:", "krylov-inspector"),
@@ -23,7 +29,7 @@ st.set_page_config(page_title="SOAE Lab", page_icon=":material/biotech:", layout
 sections: dict[str, list] = {}
 for position, (section, file, title, icon, url_path) in enumerate(PAGES):
     sections.setdefault(section, []).append(
-        st.Page(ROOT / "pages" / file, title=title, icon=icon, url_path=url_path, default=position == 0))
+        st.Page(ROOT / "app_pages" / file, title=title, icon=icon, url_path=url_path, default=position == 0))
 page = st.navigation(sections)
 
 with st.sidebar:

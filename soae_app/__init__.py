@@ -1,4 +1,4 @@
 """The Streamlit side of SOAE Lab: the shared sidebar, the caches and the plotly figures.
 
-Pages (``pages/``) stay thin: they lay out what these modules and ``soae_core`` compute.
+Pages (``app_pages/``) stay thin: they lay out what these modules and ``soae_core`` compute.
 """

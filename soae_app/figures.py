@@ -81,36 +81,41 @@ def loss_figure(iterations: list[IterationView], current: int) -> go.Figure:
 
 def residual_figure(records: list[KrylovRecord], tau: float) -> go.Figure:
     """GMRES relative residual per Krylov step, one colour per outer iteration: Givens estimate
-    (solid), operator-evaluated true residual (dotted), the τ threshold (dashed), m marked."""
+    (solid), operator-evaluated true residual (dotted), the τ threshold (dashed), m marked (×).
+    The y-axis stops at 1e3: a true residual that blows up leaves the chart upwards."""
     figure = go.Figure()
+    lowest = tau
     for k, record in enumerate(records):
         colour = PALETTE[k % len(PALETTE)]
         steps = np.arange(len(record.residuals))
+        group = f"n = {record.iteration}"
         figure.add_trace(go.Scatter(x=steps, y=record.residuals, mode="lines", line={"color": colour, "width": 3},
-                                    name=f"n = {record.iteration}: estimate", legendgroup=str(k)))
+                                    name=f"{group}: m = {record.m} ({record.stop_reason})", legendgroup=group))
         if record.true_residuals is not None:
             figure.add_trace(go.Scatter(x=steps, y=record.true_residuals, mode="lines",
                                         line={"color": colour, "dash": "dot", "width": 2},
-                                        name=f"n = {record.iteration}: true", legendgroup=str(k)))
-        figure.add_trace(go.Scatter(x=[record.m], y=[record.residuals[-1]], mode="markers+text",
-                                    marker={"color": colour, "size": 12, "symbol": "x"},
-                                    text=[f"m = {record.m}"], textposition="top right", showlegend=False,
-                                    legendgroup=str(k), hovertemplate=f"m = {record.m} ({record.stop_reason})"
-                                                                      "<extra></extra>"))
+                                        name=f"{group}: true residual", legendgroup=group, showlegend=False))
+        figure.add_trace(go.Scatter(x=[record.m], y=[record.residuals[-1]], mode="markers",
+                                    marker={"color": colour, "size": 14, "symbol": "x"}, showlegend=False,
+                                    legendgroup=group, hovertemplate=f"{group}: m = {record.m} ({record.stop_reason})"
+                                                                     "<extra></extra>"))
+        positive = record.residuals[record.residuals > 0]
+        lowest = min(lowest, float(positive.min()) if positive.size else lowest)
     figure.add_hline(y=tau, line={"dash": "dash", "color": "#111827"}, annotation_text=f"τ = {tau:g}",
-                     annotation_position="bottom left")
-    figure.update_yaxes(type="log", title="‖g − Hδ_j‖ / β", exponentformat="power")
+                     annotation_position="bottom right")
+    figure.update_yaxes(type="log", title="‖g − Hδ_j‖ / β", exponentformat="power",
+                        range=[np.log10(lowest) - 0.5, 3])
     figure.update_xaxes(title="Krylov step j")
-    return _layout(figure, 420, title={"text": "GMRES residual history per outer iteration"})
+    return _layout(figure, 420, title={"text": "GMRES residual (solid: estimate, dotted: true)"})
 
 
 def m_figure(records: list[KrylovRecord]) -> go.Figure:
     """Krylov dimension m per outer iteration, labelled with how GMRES stopped."""
     figure = go.Figure(go.Bar(x=[r.iteration for r in records], y=[r.m for r in records],
-                              text=[f"{r.m} ({r.stop_reason})" for r in records], textposition="outside",
-                              marker_color=PALETTE[0], cliponaxis=False))
+                              text=[f"{r.m}<br>{r.stop_reason}" for r in records], textposition="outside",
+                              textfont={"size": 14}, marker_color=PALETTE[0], cliponaxis=False))
     figure.update_xaxes(title="outer iteration n", dtick=1)
-    figure.update_yaxes(title="m", rangemode="tozero")
+    figure.update_yaxes(title="m", range=[0, max([r.m for r in records], default=1) * 1.3])
     return _layout(figure, 420, title={"text": "Krylov dimension m"})
 
 

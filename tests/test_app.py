@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from soae_core.krylov_diagnostics import DEFAULT_TAUS
 from soae_core.models import build_model, save_state_dict
 
-KRYLOV_PAGE = "../pages/krylov_inspector.py"  # relative to tests/app_entry.py
+KRYLOV_PAGE = "app_pages/krylov_inspector.py"  # relative to app.py
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,7 +33,7 @@ def models_dir(tmp_path_factory):
 
 
 def start(query: dict[str, str] | None = None) -> AppTest:
-    app = AppTest.from_file("app_entry.py", default_timeout=300)
+    app = AppTest.from_file("../app.py", default_timeout=300)
     for key, value in (query or {}).items():
         app.query_params[key] = value
     return app.run()

@@ -1,0 +1,143 @@
+"""The app in a real browser: start ``streamlit run app.py`` headless, open every page in Debian's
+Chromium through Playwright, wait until the script has finished, assert that no exception is
+shown, and save a screenshot of each page into ``screenshots/`` (git-ignored) to look at.
+
+Uses the bundled checkpoints when the default model has one, else untrained checkpoints written
+to a temporary folder (the test is about the app, not the model).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from soae_core.models import DEFAULT_MODEL, build_model, get_model_info, save_state_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+SCREENSHOTS = ROOT / "screenshots"
+# (URL path and query, screenshot name, a text the finished page shows). The first page of the
+# navigation (Attack Lab) is served at "/".
+VIEWS = [
+    ("krylov-inspector?N=2", "krylov_inspector", "τ → m"),  # a deep link as the server's first request
+    ("", "attack_lab", "Metrics"),
+    ("?eps=16%2F255&N=2&hvp=exact&cmp=FGSM&cmp=PGD&cmp=ASOD&cls=Sneaker", "attack_lab_shared_link", "Metrics"),
+    ("krylov-inspector?hvp=exact&tau=1e-6", "krylov_inspector_exact", "τ → m"),
+]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium (./lab test installs it)")]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_health(base_url: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError("streamlit did not become healthy")
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    env = dict(os.environ)
+    if not get_model_info(DEFAULT_MODEL).available:
+        folder = tmp_path_factory.mktemp("models")
+        torch.manual_seed(0)
+        for name in (DEFAULT_MODEL, "fmnist-cnn-smooth-std"):
+            save_state_dict(build_model(name), folder / f"{name}.safetensors")
+        env["SOAE_MODELS_DIR"] = str(folder)
+    port = free_port()
+    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(base_url, server)
+        yield base_url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def wait_for_app(page, expected_text: str, timeout_ms: int = 240_000) -> None:
+    """Until the script run is over and the page shows ``expected_text``."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    page.get_by_text(expected_text, exact=True).first.wait_for(timeout=timeout_ms)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
+    page.wait_for_timeout(1500)  # let plotly finish drawing before the screenshot
+
+
+def screenshot_whole_app(page, path: Path) -> None:
+    """Streamlit scrolls inside its main block, so full_page=True sees one screen only: grow the
+    viewport to the content's height first."""
+    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": 1440, "height": min(int(height) + 40, 12_000)})
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(path))
+
+
+@pytest.mark.parametrize("path, name, expected_text", VIEWS, ids=[v[1] for v in VIEWS])
+def test_page_renders_without_exception(server_url, browser, path, name, expected_text):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    try:
+        page.goto(f"{server_url}/{path}")
+        wait_for_app(page, expected_text)
+        exceptions = page.locator('[data-testid="stException"]')
+        assert exceptions.count() == 0, exceptions.first.inner_text()
+        assert page.get_by_text("Page not found").count() == 0
+        SCREENSHOTS.mkdir(exist_ok=True)
+        screenshot_whole_app(page, SCREENSHOTS / f"{name}.png")
+        if "?" in path:  # a shared link keeps its parameters once the app has run
+            for parameter in path.split("?", 1)[1].split("&"):
+                assert parameter.split("=")[0] in page.url
+    finally:
+        page.close()
+
+
+def test_navigation_links_switch_pages(server_url, browser):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    try:
+        page.goto(f"{server_url}/?N=2")
+        wait_for_app(page, "Metrics")
+        page.get_by_role("link", name="Krylov Inspector").click()
+        wait_for_app(page, "τ → m")
+        assert "krylov-inspector" in page.url and "N=2" in page.url  # the sidebar's state travels along
+        assert page.locator('[data-testid="stException"]').count() == 0
+    finally:
+        page.close()
