@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parent
 # the first page is the default one, served at "/".
 PAGES = [
     ("1 · Explore", "attack_lab.py", "Attack Lab", ":material/science:", "attack-lab"),
+    ("1 · Explore", "how_soae_works.py", "How SOAE works", ":material/school:", "how-soae-works"),
     ("2 · Inspect", "krylov_inspector.py", "Krylov Inspector", ":material/query_stats:", "krylov-inspector"),
+    ("2 · Inspect", "perturbation_anatomy.py", "Perturbation Anatomy", ":material/grain:", "perturbation-anatomy"),
+    ("3 · Evaluate", "compare_sweeps.py", "Compare & Sweeps", ":material/leaderboard:", "compare-sweeps"),
+    ("3 · Evaluate", "models.py", "Models", ":material/model_training:", "models"),
 ]
 
 st.set_page_config(page_title="SOAE Lab", page_icon=":material/biotech:", layout="wide")

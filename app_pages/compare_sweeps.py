@@ -66,7 +66,7 @@ with tab_attacks:
     else:
         jobs = [compare.Job.of(name, name, kwargs(name)) for name in attacks]
         try:
-            run = batch_runner.run_jobs(info, jobs, n, area="compare", autostart=True)
+            run = batch_runner.run_jobs([(info, job) for job in jobs], n, area="compare", autostart=True)
         except ValueError as error:
             st.error(f"The comparison could not run: {error}")
             st.stop()
@@ -122,8 +122,8 @@ for sweep, tab in (("eta", tab_eta), ("tau", tab_tau), ("steps", tab_steps)):
         st.caption(f"{text} On the same {n} images; each sweep runs only when you press its button.")
         jobs = compare.sweep_jobs(sweep, settings.soae_kwargs(), kwargs("PGD"))
         try:
-            run = batch_runner.run_jobs(info, jobs, n, area=f"sweep::{sweep}", run_label=f"Run the {sweep} sweep"
-                                        if sweep != "eta" else "Run the η sweep")
+            run = batch_runner.run_jobs([(info, job) for job in jobs], n, area=f"sweep::{sweep}",
+                                        run_label=f"Run the {title.split(' — ')[0]} sweep")
         except ValueError as error:
             st.error(f"The sweep could not run: {error}")
             continue
