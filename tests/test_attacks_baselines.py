@@ -133,6 +133,9 @@ def test_seeded_attacks_are_deterministic_and_leave_global_rng_alone() -> None:
     assert torch.equal(asod[0], asod[1])
     pgd = [PGD(model, eps=0.03, random_start=True, seed=2)(x, y).adv for _ in range(2)]
     assert torch.equal(pgd[0], pgd[1])
+    # Without a seed, random starts come from (and advance) the global RNG: two calls differ.
+    unseeded = [PGD(model, eps=0.03, steps=1, random_start=True)(x, y).adv for _ in range(2)]
+    assert not torch.equal(unseeded[0], unseeded[1])
 
 
 @pytest.mark.parametrize("make", [

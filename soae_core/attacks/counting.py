@@ -103,13 +103,16 @@ def run_counted(
 ) -> tuple[torch.Tensor, CountingModel]:
     """Run a library attack built by ``make_attack(counting_model)`` on (x, y).
 
-    The global RNG is forked, so seeding (ours, or the library's own ``manual_seed`` calls)
-    does not change random state outside the call. Returns (adv (N, C, H, W), the counter).
+    With a ``seed`` the global RNG is forked and seeded, so the run is reproducible and random
+    state outside the call is unchanged (the library's own ``manual_seed`` calls included).
+    Without one the attack draws from, and advances, the global RNG as usual.
+    Returns (adv (N, C, H, W), the counter).
     """
     counter = CountingModel(model, record_predictions=record_predictions)
+    if seed is None:
+        return make_attack(counter)(x, y).detach(), counter
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        if seed is not None:
-            torch.manual_seed(seed)
+        torch.manual_seed(seed)
         adv = make_attack(counter)(x, y)
     return adv.detach(), counter

@@ -1,0 +1,72 @@
+"""AutoAttack benchmark (issue 4): AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square), L∞,
+ε = 0.1, on the first 100 Fashion-MNIST test images, standard small CNN (fmnist-cnn-std).
+
+Target: ≤ 15 s on the project machine (torchattacks alone took ~10 s there, NOTES.md). Times our
+wrapper (counting model, detached parameters, forked RNG) and bare torchattacks on the same
+images, so the wrapper's overhead is visible.
+
+Run: `python bench/bench_autoattack.py` (or `./lab bench`). Writes bench/results/autoattack.json.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchattacks
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine, write_result  # noqa: E402
+from soae_core.attacks import AutoAttack  # noqa: E402
+from soae_core.data import load_fashion_mnist  # noqa: E402
+from soae_core.models import load_model  # noqa: E402
+
+EPS = 0.1
+N_IMAGES = 100
+REPEATS = 3
+TARGET_S = 15.0
+
+
+def _timed(fn) -> tuple[float, torch.Tensor]:
+    start = time.perf_counter()
+    adv = fn()
+    return time.perf_counter() - start, adv
+
+
+def main() -> None:
+    model = load_model("fmnist-cnn-std")
+    test = load_fashion_mnist("test")
+    x, y = test.images[:N_IMAGES], test.labels[:N_IMAGES]
+    with torch.no_grad():
+        clean = float((model(x).argmax(1) == y).float().mean())
+
+    ours, bare, result = [], [], None
+    for _ in range(REPEATS):
+        seconds, result = _timed(lambda: AutoAttack(model, eps=EPS, seed=0)(x, y))
+        ours.append(seconds)
+        reference = torchattacks.AutoAttack(model, norm="Linf", eps=EPS, version="standard", n_classes=10, seed=0)
+        seconds, _ = _timed(lambda: reference(x, y))
+        bare.append(seconds)
+    with torch.no_grad():
+        robust = float((model(result.adv).argmax(1) == y).float().mean())
+    payload = {
+        "setting": f"AutoAttack standard, Linf, eps={EPS}, first {N_IMAGES} Fashion-MNIST test images, fmnist-cnn-std",
+        "seconds_ours": sorted(ours), "median_seconds_ours": sorted(ours)[REPEATS // 2],
+        "seconds_torchattacks": sorted(bare), "median_seconds_torchattacks": sorted(bare)[REPEATS // 2],
+        "target_seconds": TARGET_S, "clean_accuracy": clean, "robust_accuracy": robust,
+        "grad_evals_per_image": result.grad_evals,
+        "forward_passes_per_image": result.trace.forward_images / N_IMAGES,
+    }
+    path = write_result("autoattack", payload)
+    print(f"{machine()}\nAutoAttack ε={EPS} on {N_IMAGES} images: ours median {payload['median_seconds_ours']:.1f} s "
+          f"(torchattacks alone {payload['median_seconds_torchattacks']:.1f} s, target ≤ {TARGET_S:.0f} s); "
+          f"clean {clean:.0%} → robust {robust:.0%}; {result.grad_evals} gradients and "
+          f"{payload['forward_passes_per_image']:.0f} forward passes per image\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
