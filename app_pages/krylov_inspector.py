@@ -51,6 +51,17 @@ try:
     with st.spinner("Comparing products over η…"):
         accuracy = cache.fd_accuracy(info, image, label)
     st.plotly_chart(fd_accuracy_figure(accuracy, settings.eta), key="krylov::fd_accuracy")
+    used = accuracy[(accuracy["scheme"] == "forward") & (accuracy["dtype"] == "float32")
+                    & (accuracy["eta"] == settings.eta)]["relative_error"]
+    best64 = accuracy[accuracy["dtype"] == "float64"]["relative_error"].min()
+    if len(used):
+        st.markdown(f"At the chosen η = {settings.eta:g}, the product SOAE's finite-difference mode computes "
+                    f"(forward, float32) is off by **{used.iloc[0]:.2g}** relative to the exact one.")
+    if best64 > 0.1:
+        st.info(f"On this image no η gives an accurate finite difference, even in float64 (best relative error "
+                f"{best64:.2g}). Typical cause: pixels that are exactly 0 (the Fashion-MNIST background) leave "
+                "ties in max-pooling windows, so the gradient jumps under any perturbation and the difference "
+                "quotient grows like 1/η instead of converging. GMRES then solves with a noisy operator.")
     st.caption("Relative error of (∇L(x+ηv) − ∇L(x))/η (forward) and (∇L(x+ηv) − ∇L(x−ηv))/2η (central) "
                "against the exact Hv, v = g. Right: truncation (large steps cross ReLU/max-pool kinks). "
                "Left: round-off (the two gradients cancel); it sets in far earlier in float32. "

@@ -60,9 +60,9 @@ def top5_figure(run: LabRun) -> go.Figure:
         names = [name for name, _ in best]
         colours = ["#009E73" if name == true_name else "#9CA3AF" for name in names]
         figure.add_trace(go.Bar(x=[p for _, p in best], y=names, orientation="h", marker_color=colours,
-                                text=[f"{p:.0%}" for _, p in best], textposition="auto", showlegend=False,
-                                hovertemplate="%{y}: %{x:.3f}<extra></extra>"), row=1, col=column)
-        figure.update_xaxes(range=[0, 1], tickformat=".0%", row=1, col=column)
+                                text=[f"{p:.0%}" for _, p in best], textposition="outside", cliponaxis=False,
+                                showlegend=False, hovertemplate="%{y}: %{x:.3f}<extra></extra>"), row=1, col=column)
+        figure.update_xaxes(range=[0, 1.25], tickvals=[0, 0.5, 1], tickformat=".0%", row=1, col=column)
     return _layout(figure, 320, title={"text": f"Top-5 class probabilities (green: the true class, {true_name})"})
 
 
@@ -101,8 +101,10 @@ def residual_figure(records: list[KrylovRecord], tau: float) -> go.Figure:
                                                                      "<extra></extra>"))
         positive = record.residuals[record.residuals > 0]
         lowest = min(lowest, float(positive.min()) if positive.size else lowest)
-    figure.add_hline(y=tau, line={"dash": "dash", "color": "#111827"}, annotation_text=f"τ = {tau:g}",
-                     annotation_position="bottom right")
+    figure.add_hline(y=tau, line={"dash": "dash", "color": "#111827"})
+    # Placed by hand: plotly puts add_hline's own annotation at the wrong height on a log axis.
+    figure.add_annotation(x=1, xref="x domain", y=np.log10(tau), yref="y", text=f"τ = {tau:g}", showarrow=False,
+                          xanchor="right", yanchor="top")
     figure.update_yaxes(type="log", title="‖g − Hδ_j‖ / β", exponentformat="power",
                         range=[np.log10(lowest) - 0.5, 3])
     figure.update_xaxes(title="Krylov step j")
@@ -152,8 +154,10 @@ def fd_accuracy_figure(table: pd.DataFrame, eta: float) -> go.Figure:
         rows = table[(table["scheme"] == scheme) & (table["dtype"] == dtype)].sort_values("eta")
         figure.add_trace(go.Scatter(x=rows["eta"], y=rows["relative_error"], mode="lines+markers",
                                     line={"color": colour, "dash": dash, "width": 3}, name=f"{scheme}, {dtype}"))
-    figure.add_vline(x=eta, line={"color": "#111827", "dash": "dot"}, annotation_text=f"η = {eta:g}",
-                     annotation_position="top left")
+    figure.add_vline(x=eta, line={"color": "#111827", "dash": "dot"})
+    # Placed by hand: plotly puts add_vline's own annotation at the wrong place on a log axis.
+    figure.add_annotation(x=np.log10(eta), xref="x", y=1, yref="y domain", text=f"chosen η = {eta:g}",
+                          showarrow=False, xanchor="left", yanchor="top")
     figure.update_xaxes(type="log", title="η", exponentformat="power")
     figure.update_yaxes(type="log", title="‖Hv_fd − Hv‖ / ‖Hv‖", exponentformat="power")
     return _layout(figure, 420, title={"text": "Finite-difference Hessian-vector product: error vs η"})

@@ -119,8 +119,8 @@ def _pick_sample(info: ModelInfo) -> tuple[np.ndarray, int, str]:
     chosen = sample_set.class_names.index(class_name)
     gallery = [display_image(sample_set.images[by_class[c][example - 1]].numpy(), min_size=28)
                for c in range(len(by_class))]
-    captions = [f"▶ {name}" if c == chosen else name for c, name in enumerate(sample_set.class_names)]
-    st.image(gallery, caption=captions, width=52)
+    st.image(gallery, caption=list(sample_set.class_names), width=70)
+    st.caption(f"Example {example} of every class. Pick a class and an example above.")
     index = int(by_class[chosen][example - 1])
     return (sample_set.images[index].numpy(), int(labels[index]),
             f"bundled {info.dataset} sample #{index} ({class_name}, example {example})")
@@ -149,22 +149,26 @@ def _pick_upload(info: ModelInfo) -> tuple[np.ndarray | None, int | None, str, s
 def _pick_image(info: ModelInfo) -> tuple[np.ndarray | None, int | None, str, str | None]:
     sources = (["Samples"] if info.dataset in SAMPLE_DATASETS else []) + \
               (["Photos"] if info.dataset == "imagenet" else []) + ["Upload"]
-    source = st.segmented_control("Image", sources, default=sources[0], key="src", bind=BIND, required=True)
+    source = st.segmented_control("Source", sources, default=sources[0], key="src", bind=BIND, required=True)
     if source == "Upload" or source not in sources:
         return _pick_upload(info)
     image, label, description = _pick_sample(info) if source == "Samples" else _pick_photo(info)
     return image, label, description, None
 
 
-def _apply_preset(name: str) -> None:
-    for key, value in widget_values(PRESETS[name]).items():
-        st.session_state[key] = value
+def _apply_preset() -> None:
+    """Pills used as buttons: set every attack widget to the clicked preset, then clear the pill."""
+    name = st.session_state["preset"]
+    if name in PRESETS:
+        for key, value in widget_values(PRESETS[name]).items():
+            st.session_state[key] = value
+    st.session_state["preset"] = None
 
 
 def _pick_settings() -> AttackSettings:
-    st.markdown("**Presets**")
-    for column, name in zip(st.columns(len(PRESETS)), PRESETS):
-        column.button(name, key=f"preset::{name}", on_click=_apply_preset, args=(name,), width="stretch")
+    st.pills("Presets", list(PRESETS), key="preset", on_change=_apply_preset,
+             help="paper: the paper's ε, η, τ, N with finite differences. exact Hessian: exact products, τ = 1e-6. "
+                  "fast classroom: exact products, N = 2, m ≤ 10, FGSM only.")
     values = {
         "eps": st.select_slider("ε — L∞ budget", EPS_255_CHOICES, value=DEFAULTS["eps"], format_func=format_eps_255,
                                 key="eps", bind=BIND, help="Largest change allowed per pixel (paper: 8/255)."),

@@ -89,12 +89,13 @@ def test_raw_step_rule_shows_its_own_alpha():
 
 def test_preset_buttons_set_the_widgets():
     app = start()
-    app.sidebar.button(key="preset::fast classroom").click().run()
+    app.sidebar.pills(key="preset").set_value("fast classroom").run()
     assert_clean(app)
     assert app.sidebar.slider(key="N").value == 2
     assert app.sidebar.radio(key="hvp").value == "exact"
     assert metric_rows(app) == ["SOAE", "FGSM"]
     assert any("fast classroom" in c.value for c in app.sidebar.caption)
+    assert app.sidebar.pills(key="preset").value is None  # the pills act as buttons
     app.sidebar.slider(key="N").set_value(3).run()
     assert any(c.value == "Custom settings." for c in app.sidebar.caption)
 

@@ -6,6 +6,7 @@ Uses the bundled checkpoints when the default model has one, else untrained chec
 to a temporary folder (the test is about the app, not the model).
 """
 
+import ast
 import os
 import socket
 import subprocess
@@ -24,13 +25,23 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 SCREENSHOTS = ROOT / "screenshots"
-# (URL path and query, screenshot name, a text the finished page shows). The first page of the
-# navigation (Attack Lab) is served at "/".
-VIEWS = [
-    ("krylov-inspector?N=2", "krylov_inspector", "τ → m"),  # a deep link as the server's first request
-    ("", "attack_lab", "Metrics"),
-    ("?eps=16%2F255&N=2&hvp=exact&cmp=FGSM&cmp=PGD&cmp=ASOD&cls=Sneaker", "attack_lab_shared_link", "Metrics"),
-    ("krylov-inspector?hvp=exact&tau=1e-6", "krylov_inspector_exact", "τ → m"),
+
+
+def navigation_pages() -> list[tuple[str, str]]:
+    """(URL path, title) of every page in app.py's PAGES table; the first page is served at "/"."""
+    tree = ast.parse((ROOT / "app.py").read_text())
+    table = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                 and any(isinstance(t, ast.Name) and t.id == "PAGES" for t in node.targets))
+    rows = ast.literal_eval(table)
+    return [("" if position == 0 else url_path, title) for position, (_, _, title, _, url_path) in enumerate(rows)]
+
+
+# (URL path and query, screenshot name): a deep link as the server's first request, every page of
+# the navigation, then shared links with settings in the URL.
+VIEWS = [("krylov-inspector?N=2", "deep_link_krylov_inspector")] + \
+    [(path, title.lower().replace(" ", "_").replace("&", "and")) for path, title in navigation_pages()] + [
+    ("?eps=16%2F255&N=2&hvp=exact&cmp=FGSM&cmp=PGD&cmp=ASOD&cls=Sneaker", "attack_lab_shared_link"),
+    ("krylov-inspector?hvp=exact&tau=1e-6", "krylov_inspector_exact"),
 ]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
@@ -95,10 +106,10 @@ def browser():
         chromium.close()
 
 
-def wait_for_app(page, expected_text: str, timeout_ms: int = 240_000) -> None:
-    """Until the script run is over and the page shows ``expected_text``."""
-    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
-    page.get_by_text(expected_text, exact=True).first.wait_for(timeout=timeout_ms)
+def wait_for_app(page, timeout_ms: int = 240_000) -> None:
+    """Until the script run is over and the page shows its title."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
+    page.locator('[data-testid="stMain"] h1').first.wait_for(timeout=timeout_ms)
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
     page.wait_for_timeout(1500)  # let plotly finish drawing before the screenshot
 
@@ -112,12 +123,12 @@ def screenshot_whole_app(page, path: Path) -> None:
     page.screenshot(path=str(path))
 
 
-@pytest.mark.parametrize("path, name, expected_text", VIEWS, ids=[v[1] for v in VIEWS])
-def test_page_renders_without_exception(server_url, browser, path, name, expected_text):
+@pytest.mark.parametrize("path, name", VIEWS, ids=[v[1] for v in VIEWS])
+def test_page_renders_without_exception(server_url, browser, path, name):
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     try:
         page.goto(f"{server_url}/{path}")
-        wait_for_app(page, expected_text)
+        wait_for_app(page)
         exceptions = page.locator('[data-testid="stException"]')
         assert exceptions.count() == 0, exceptions.first.inner_text()
         assert page.get_by_text("Page not found").count() == 0
@@ -134,9 +145,10 @@ def test_navigation_links_switch_pages(server_url, browser):
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     try:
         page.goto(f"{server_url}/?N=2")
-        wait_for_app(page, "Metrics")
+        wait_for_app(page)
         page.get_by_role("link", name="Krylov Inspector").click()
-        wait_for_app(page, "τ → m")
+        page.get_by_text("τ → m", exact=True).first.wait_for(timeout=240_000)
+        wait_for_app(page)
         assert "krylov-inspector" in page.url and "N=2" in page.url  # the sidebar's state travels along
         assert page.locator('[data-testid="stException"]').count() == 0
     finally:
