@@ -65,31 +65,33 @@ with picture:
 ascent = float(step.gradient @ step.direction)
 curvature = "positive definite" if step.eigenvalues.min() > 0 else (
     "indefinite" if step.eigenvalues.max() > 0 else "negative definite")
-left, middle, right = st.columns(3)
+left, middle, right = st.columns([1, 1, 1.3])
 with left:
-    st.markdown(f"**At p = ({x1:.2f}, {x2:.2f})**, class **{TOY_CLASSES[label]}**: L = {step.loss:.3f}")
+    st.markdown(f"**At p = ({x1:.2f}, {x2:.2f})**, loss of {TOY_CLASSES[label]}: L = {step.loss:.3f}")
     st.dataframe(pd.DataFrame({"g": step.gradient, "H⁻¹g": step.direction}, index=["x₁", "x₂"]),
                  key="toy::vectors")
-    st.dataframe(pd.DataFrame(step.hessian, index=["x₁", "x₂"], columns=["H: x₁", "H: x₂"]), key="toy::hessian")
 with middle:
-    st.markdown(f"Eigenvalues of H: {step.eigenvalues[0]:.3g}, {step.eigenvalues[1]:.3g} — **{curvature}**.")
-    st.markdown(f"gᵀH⁻¹g = {ascent:.3g}: H⁻¹g is an **{'ascent' if ascent > 0 else 'descent'}** direction of the "
-                "loss" + ("." if ascent > 0 else " — stepping along it lowers the loss!"))
+    st.markdown(f"**Hessian H** — eigenvalues {step.eigenvalues[0]:.3g}, {step.eigenvalues[1]:.3g}: **{curvature}**")
+    st.dataframe(pd.DataFrame(step.hessian, index=["x₁", "x₂"], columns=["x₁", "x₂"]), key="toy::hessian")
+with right:
+    st.markdown(f"gᵀH⁻¹g = {ascent:.3g}: H⁻¹g is an **{'ascent' if ascent > 0 else 'descent'}** direction"
+                + ("." if ascent > 0 else " — stepping along it *lowers* the loss!"))
     iterates = pd.DataFrame({"j": range(len(step.gmres_iterates)), "δ_j: x₁": step.gmres_iterates[:, 0],
                              "δ_j: x₂": step.gmres_iterates[:, 1],
-                             "residual ‖g − Hδ_j‖ / ‖g − Hg‖": step.gmres_residuals[:len(step.gmres_iterates)]})
-    st.dataframe(iterates, hide_index=True, key="toy::gmres")
+                             "residual": step.gmres_residuals[:len(step.gmres_iterates)]})
+    st.dataframe(iterates, hide_index=True, key="toy::gmres", column_config={
+        "residual": st.column_config.NumberColumn(format="%.1e", help="‖g − Hδ_j‖ / ‖g − Hg‖")})
     st.caption(f"GMRES from δ₀ = g, as SOAE starts it; it ended by {step.gmres_stop_reason}. In two dimensions "
                "two steps reach H⁻¹g exactly.")
-with right:
-    candidates = pd.DataFrame([{"Step": c.name, "lands at": f"({c.point[0]:.3f}, {c.point[1]:.3f})",
-                                "true loss L": c.loss, "Q predicts": c.quadratic, "L gained": c.loss - step.loss}
-                               for c in step.candidates]).set_index("Step")
-    st.dataframe(candidates, key="toy::candidates", column_config={
-        column: st.column_config.NumberColumn(format="%.3f") for column in ("true loss L", "Q predicts", "L gained")})
-    st.caption("Every step is projected onto the ε-box (and the unit square). With a positive definite H, "
-               "p − H⁻¹g is the *minimum* of Q: SOAE goes the other way, along +H⁻¹g. Compare 'L gained' of the "
-               "gradient step and of SOAE's step.")
+
+candidates = pd.DataFrame([{"Step": c.name, "lands at": f"({c.point[0]:.3f}, {c.point[1]:.3f})",
+                            "true loss L": c.loss, "Q predicts": c.quadratic, "L gained": c.loss - step.loss}
+                           for c in step.candidates]).set_index("Step")
+st.dataframe(candidates, key="toy::candidates", column_config={
+    column: st.column_config.NumberColumn(format="%.3f") for column in ("true loss L", "Q predicts", "L gained")})
+st.caption("Every step is projected onto the ε-box (and the unit square). With a positive definite H, p − H⁻¹g is the "
+           "*minimum* of Q: SOAE goes the other way, along +H⁻¹g. Compare 'L gained' of the gradient step and of "
+           "SOAE's step, and how well Q predicts the true loss.")
 
 st.header("2 · The real model around the sidebar's image", divider="gray")
 selection: Selection = current_selection()

@@ -19,14 +19,19 @@ st.markdown("Every model the lab knows, with what its model card says: how it wa
 infos = list_models()
 zoo = zoo_table(infos)
 eps_label = f"{PAPER_EPS * 255:g}/255"
-st.dataframe(zoo, column_config={
+numbers = ["Dataset", "Architecture", "Method", "Available", "Clean accuracy", f"PGD-20 @ {eps_label}",
+           f"SOAE @ {eps_label}", "Test images"]
+st.dataframe(zoo[numbers], column_config={
     "Available": st.column_config.CheckboxColumn(help="Weights are present on this machine."),
     "Clean accuracy": st.column_config.NumberColumn(format="percent", help="On the first 'Test images' test images."),
     f"PGD-20 @ {eps_label}": st.column_config.NumberColumn(format="percent", help="From the model card."),
     f"SOAE @ {eps_label}": st.column_config.NumberColumn(format="percent", help="From the model card (exact products, "
                                                                                 "N = 4, sign step)."),
-    "Training": st.column_config.TextColumn(width="large"),
-    "Note": st.column_config.TextColumn(width="large"),
+})
+st.dataframe(zoo[["Training", "Note"]], column_config={
+    "Training": st.column_config.TextColumn(width="large", help="From the model card: epochs, optimiser, objective, "
+                                                                "training time and machine."),
+    "Note": st.column_config.TextColumn(width="large", help="What the model is, or why it is unavailable."),
 })
 with st.expander("Model cards (JSON)"):
     carded = [info for info in infos if info.card]

@@ -52,7 +52,7 @@ except ValueError as error:
     st.error(f"The anatomy could not be computed: {error}")
     st.stop()
 
-columns = st.columns(1 + len(outcomes))
+columns = st.columns(6)
 columns[0].image(display_image(image, min_size=112), caption=f"Original: {names[anatomy.clean_prediction]}",
                  width="stretch")
 for column, attack in zip(columns[1:], anatomy.attacks):
@@ -83,8 +83,8 @@ distortion = distortion_table(anatomy)
 st.plotly_chart(distortion_figure(distortion), key="anatomy::distortion")
 st.dataframe(distortion, column_config={layer: st.column_config.NumberColumn(format="percent")
                                         for layer in distortion.columns})
-for layer in anatomy.map_layers:
-    st.plotly_chart(feature_maps_figure(anatomy, layer), key=f"anatomy::maps::{layer}")
+for column, layer in zip(st.columns(2) * len(anatomy.map_layers), anatomy.map_layers):
+    column.plotly_chart(feature_maps_figure(anatomy, layer), key=f"anatomy::maps::{layer}")
 
 st.header("What the model attends to", divider="gray")
 left, right = st.columns([3, 2])

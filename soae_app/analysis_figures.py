@@ -13,8 +13,8 @@ from soae_core.anatomy import Anatomy
 from soae_core.landscape import LossLine, LossPlane
 from soae_core.toy2d import TOY_CLASSES, LossGrid, ToyStep
 
-# |δ| overlay: transparent where δ = 0, opaque vermilion at |δ| = ε.
-OVERLAY_SCALE = [[0.0, "rgba(213, 94, 0, 0)"], [1.0, "rgba(213, 94, 0, 0.9)"]]
+# |δ|: white where δ = 0, vermilion at |δ| = ε.
+DELTA_SCALE = [[0.0, "#ffffff"], [1.0, "#D55E00"]]
 # Pale region colours for the toy's three classes (same order as PALETTE's first three).
 REGION_COLOURS = ("#cfe3f3", "#fbe6bf", "#c7eadf")
 
@@ -33,24 +33,32 @@ def _panel_height(rows: int, cols: int, width: int = 1100, title: int = 90) -> i
     return int(rows * min(260, width / max(cols, 1)) + title)
 
 
+def _edge_marker_size(shape: tuple[int, ...], cols: int, width: int = 1100) -> float:
+    """Marker size (px) of about one image pixel in a panel of the grid."""
+    return max(2.0, 0.8 * min(260, width / max(cols, 1)) / max(shape))
+
+
 def edges_figure(anatomy: Anatomy, eps: float) -> go.Figure:
-    """For each attack (columns): the clean image's Sobel magnitude (top row) and Canny edges
-    (bottom row) in grey, with |δ| (mean over channels, ×1/255) overlaid in orange up to ε."""
+    """For each attack (columns): |δ| (mean over channels, ×1/255) from white to vermilion at ε,
+    with the original's edge pixels outlined — Canny (top row), Sobel above Otsu's threshold
+    (bottom row), the masks edge alignment uses."""
     names = [a.name for a in anatomy.attacks]
-    figure = _image_grid(2, len(names), ["Sobel", "Canny"], names)
+    figure = _image_grid(2, len(names), ["Canny edges □", "Sobel edges □"], names)
     limit = max(eps * 255, 1e-3)
-    sobel = anatomy.sobel / max(float(anatomy.sobel.max()), 1e-12)
+    size = _edge_marker_size(anatomy.canny.shape, len(names))
     for column, attack in enumerate(anatomy.attacks, start=1):
-        for row, edges in ((1, sobel), (2, anatomy.canny.astype(float))):
-            figure.add_trace(go.Heatmap(z=edges, colorscale="Greys", zmin=0, zmax=1, showscale=False,
-                                        hoverinfo="skip"), row=row, col=column)
-            figure.add_trace(go.Heatmap(z=attack.magnitude * 255, colorscale=OVERLAY_SCALE, zmin=0, zmax=limit,
+        for row, mask in ((1, anatomy.canny), (2, anatomy.sobel_edges)):
+            figure.add_trace(go.Heatmap(z=attack.magnitude * 255, colorscale=DELTA_SCALE, zmin=0, zmax=limit,
                                         showscale=row == 1 and column == 1,
                                         colorbar={"title": {"text": "|δ| × 255"}, "len": 0.8},
                                         hovertemplate="row %{y}, col %{x}: |δ| = %{z:.2f}/255<extra></extra>"),
                              row=row, col=column)
+            rows, cols = np.nonzero(mask)
+            figure.add_trace(go.Scatter(x=cols, y=rows, mode="markers", hoverinfo="skip", showlegend=False,
+                                        marker={"symbol": "square-open", "size": size, "color": "#111827",
+                                                "line": {"width": 1.2}}), row=row, col=column)
     return _layout(figure, _panel_height(2, len(names)),
-                   title={"text": "Edges of the original (grey; black = strong edge) with |δ| on top (orange)"})
+                   title={"text": "Size of the perturbation |δ| (colour) and the original's edge pixels (□)"})
 
 
 def distortion_figure(table: pd.DataFrame) -> go.Figure:
@@ -65,20 +73,24 @@ def distortion_figure(table: pd.DataFrame) -> go.Figure:
 
 
 def feature_maps_figure(anatomy: Anatomy, layer: str) -> go.Figure:
-    """Feature maps of ``layer``: rows = original and each attack, columns = the channels the
-    attacks change most; one colour range per channel so rows compare directly."""
+    """Feature maps of ``layer`` for the channels the attacks change most (columns): the
+    original's maps (top row, one colour range per channel), then per attack the change
+    F(x_adv) − F(x) on a diverging scale shared by the channel's rows (red: up, blue: down)."""
     channels = anatomy.channels[layer]
-    rows = [("Original", anatomy.clean_feature_maps[layer])] + [(a.name, a.feature_maps[layer]) for a in anatomy.attacks]
-    figure = _image_grid(len(rows), len(channels), [name for name, _ in rows], [f"channel {c}" for c in channels])
+    clean = anatomy.clean_feature_maps[layer]
+    changes = [(a.name, a.feature_maps[layer] - clean) for a in anatomy.attacks]
+    row_titles = ["Original"] + [f"{name}: change" for name, _ in changes]
+    figure = _image_grid(1 + len(changes), len(channels), row_titles, [f"channel {c}" for c in channels])
     for column in range(len(channels)):
-        stack = np.stack([maps[column] for _, maps in rows])
-        low, high = float(stack.min()), float(stack.max())
-        for row, (_, maps) in enumerate(rows, start=1):
-            figure.add_trace(go.Heatmap(z=maps[column], colorscale="Viridis", zmin=low, zmax=max(high, low + 1e-12),
-                                        showscale=False, hovertemplate="%{z:.3f}<extra></extra>"),
+        figure.add_trace(go.Heatmap(z=clean[column], colorscale="Viridis", showscale=False,
+                                    hovertemplate="%{z:.3f}<extra></extra>"), row=1, col=column + 1)
+        top = max(max(float(np.abs(change[column]).max()) for _, change in changes), 1e-12)
+        for row, (_, change) in enumerate(changes, start=2):
+            figure.add_trace(go.Heatmap(z=change[column], colorscale="RdBu_r", zmin=-top, zmax=top, zmid=0,
+                                        showscale=False, hovertemplate="change %{z:.3f}<extra></extra>"),
                              row=row, col=column + 1)
-    return _layout(figure, _panel_height(len(rows), len(channels), width=900),
-                   title={"text": f"Layer {layer}: the {len(channels)} channels the attacks change most"})
+    return _layout(figure, _panel_height(1 + len(changes), len(channels), width=540),
+                   title={"text": f"Layer {layer}: original maps and the change each attack makes"})
 
 
 def attribution_figure(anatomy: Anatomy) -> go.Figure:
@@ -90,11 +102,11 @@ def attribution_figure(anatomy: Anatomy) -> go.Figure:
     saliency_top = max(float(max(r[1].max() for r in rows)), 1e-12)
     ig_top = max(float(max(np.abs(r[2]).max() for r in rows)), 1e-12)
     for row, (_, saliency, integrated) in enumerate(rows, start=1):
-        figure.add_trace(go.Heatmap(z=saliency, colorscale="Hot", reversescale=True, zmin=0, zmax=saliency_top,
+        figure.add_trace(go.Heatmap(z=saliency, colorscale="Reds", zmin=0, zmax=saliency_top,
                                     showscale=False, hovertemplate="%{z:.3g}<extra></extra>"), row=row, col=1)
         figure.add_trace(go.Heatmap(z=integrated, colorscale="RdBu_r", zmin=-ig_top, zmax=ig_top, zmid=0,
                                     showscale=False, hovertemplate="%{z:.3g}<extra></extra>"), row=row, col=2)
-    return _layout(figure, _panel_height(len(rows), 2, width=520), width=560,
+    return _layout(figure, _panel_height(len(rows), 2, width=520),
                    title={"text": "Attributions (IG: red supports, blue opposes the class)"})
 
 
@@ -176,11 +188,13 @@ def steps_figure(table: pd.DataFrame) -> go.Figure:
 
 
 # ---------------------------------------------------------------------------------- how it works
-def _arrow(figure: go.Figure, start: np.ndarray, end: np.ndarray, colour: str, text: str, **where) -> None:
-    figure.add_annotation(x=end[0], y=end[1], ax=start[0], ay=start[1], xref=where.get("xref", "x"),
-                          yref=where.get("yref", "y"), axref=where.get("xref", "x"), ayref=where.get("yref", "y"),
-                          showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=3, arrowcolor=colour, text=text,
-                          font={"color": colour, "size": 14}, bgcolor="rgba(255,255,255,0.8)")
+def _arrow(figure: go.Figure, start: np.ndarray, end: np.ndarray, colour: str, text: str) -> None:
+    """An arrow from start to end with its label just beyond the head."""
+    figure.add_annotation(x=end[0], y=end[1], ax=start[0], ay=start[1], xref="x", yref="y", axref="x", ayref="y",
+                          showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=3, arrowcolor=colour, text="")
+    beyond = end + 0.18 * (end - start)
+    figure.add_annotation(x=beyond[0], y=beyond[1], xref="x", yref="y", showarrow=False, text=f"<b>{text}</b>",
+                          font={"color": colour, "size": 15}, bgcolor="rgba(255,255,255,0.75)")
 
 
 def _levels(values: np.ndarray, count: int = 14) -> dict:
@@ -191,8 +205,8 @@ def _levels(values: np.ndarray, count: int = 14) -> dict:
 def toy_figure(grid: LossGrid, step: ToyStep, show_quadratic: bool, click_points: int = 41) -> go.Figure:
     """The toy's loss contours for the chosen class over its decision regions, the point p, the
     L∞ box of radius ε, unit arrows along g, the GMRES iterates and H⁻¹g, the candidate steps,
-    and (optionally) the quadratic model's contours (dashed). A grid of faint dots makes every
-    spot clickable."""
+    and (optionally) the quadratic model's contours (dashed, within 3ε of p). A grid of faint dots
+    makes every spot clickable."""
     figure = go.Figure()
     regions = [[0.0, REGION_COLOURS[0]], [1 / 3, REGION_COLOURS[0]], [1 / 3, REGION_COLOURS[1]],
                [2 / 3, REGION_COLOURS[1]], [2 / 3, REGION_COLOURS[2]], [1.0, REGION_COLOURS[2]]]
@@ -203,12 +217,15 @@ def toy_figure(grid: LossGrid, step: ToyStep, show_quadratic: bool, click_points
                                                                               "showlabels": True},
                                 line={"width": 1.5}, colorscale=[[0, "#6b7280"], [1, "#111827"]], showscale=False,
                                 name="loss L", hovertemplate="L = %{z:.2f}<extra></extra>"))
+    p, eps = step.point, step.eps
     if show_quadratic:
-        figure.add_trace(go.Contour(x=grid.xs, y=grid.ys, z=step.quadratic_grid(grid),
+        # Q is a local model: drawn only within 3ε of p (it is a poor guide further out).
+        xx, yy = np.meshgrid(grid.xs, grid.ys)
+        near = np.maximum(np.abs(xx - p[0]), np.abs(yy - p[1])) <= 3 * eps
+        figure.add_trace(go.Contour(x=grid.xs, y=grid.ys, z=np.where(near, step.quadratic_grid(grid), np.nan),
                                     contours={**levels, "coloring": "lines"}, line={"width": 2, "dash": "dash"},
                                     colorscale=[[0, PALETTE[3]], [1, PALETTE[3]]], showscale=False,
                                     name="quadratic model Q", hovertemplate="Q = %{z:.2f}<extra></extra>"))
-    p, eps = step.point, step.eps
     box_x = np.clip([p[0] - eps, p[0] + eps], 0, 1)
     box_y = np.clip([p[1] - eps, p[1] + eps], 0, 1)
     figure.add_shape(type="rect", x0=box_x[0], x1=box_x[1], y0=box_y[0], y1=box_y[1],
@@ -238,7 +255,7 @@ def toy_figure(grid: LossGrid, step: ToyStep, show_quadratic: bool, click_points
     axis = np.linspace(0, 1, click_points)
     xx, yy = np.meshgrid(axis, axis)
     figure.add_trace(go.Scatter(x=xx.ravel(), y=yy.ravel(), mode="markers", name="click target",
-                                marker={"size": 9, "color": "rgba(0,0,0,0.04)"}, showlegend=False,
+                                marker={"size": 9, "color": "rgba(0,0,0,0.025)"}, showlegend=False,
                                 hovertemplate="move p to (%{x:.3f}, %{y:.3f})<extra></extra>"))
     figure.update_xaxes(range=[0, 1], title="x₁", constrain="domain")
     figure.update_yaxes(range=[0, 1], title="x₂", scaleanchor="x", constrain="domain")

@@ -55,7 +55,8 @@ class AttackAnatomy:
 class Anatomy:
     """The clean image's side and one :class:`AttackAnatomy` per attack.
 
-    image: (C, H, W); sobel: (H, W) Sobel magnitude; canny: (H, W) bool Canny edges;
+    image: (C, H, W); sobel: (H, W) Sobel magnitude; sobel_edges: (H, W) bool, the magnitude
+    above Otsu's threshold; canny: (H, W) bool Canny edges (both as edge alignment uses them);
     distortion_layers: every layer with a distortion number; map_layers: layers whose maps are
     kept; channels: {layer: channel indices shown}, the ones the attacks change most (summed
     over attacks); clean_feature_maps: {layer: (k, h, w)}; clean_saliency,
@@ -67,6 +68,7 @@ class Anatomy:
     label: int
     clean_prediction: int
     sobel: np.ndarray
+    sobel_edges: np.ndarray
     canny: np.ndarray
     distortion_layers: list[str]
     map_layers: list[str]
@@ -155,7 +157,8 @@ def perturbation_anatomy(model: nn.Module, image: torch.Tensor, label: int, advs
         saliency_similarity=float(saliency_similarity[k]),
         integrated_gradients_similarity=float(integrated_similarity[k])) for k, name in enumerate(names)]
     return Anatomy(image=image[0].double().cpu().numpy(), label=label, clean_prediction=int(predictions[0]),
-                   sobel=metrics.sobel_magnitude(image)[0], canny=metrics.edge_mask(image, "canny")[0],
+                   sobel=metrics.sobel_magnitude(image)[0], sobel_edges=metrics.edge_mask(image, "sobel")[0],
+                   canny=metrics.edge_mask(image, "canny")[0],
                    distortion_layers=distortion_layers, map_layers=map_layers, channels=channels,
                    clean_feature_maps={layer: maps[0] for layer, maps in kept.items()},
                    clean_saliency=saliency_maps[0], clean_integrated_gradients=integrated_maps[0],

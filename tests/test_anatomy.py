@@ -77,6 +77,7 @@ def test_sobel_and_canny_maps_come_from_the_clean_image():
     np.testing.assert_allclose(anatomy.sobel, metrics.sobel_magnitude(image)[0])
     assert anatomy.canny.dtype == bool and anatomy.canny.any()
     np.testing.assert_array_equal(anatomy.canny, metrics.edge_mask(image, "canny")[0])
+    np.testing.assert_array_equal(anatomy.sobel_edges, metrics.edge_mask(image, "sobel")[0])
 
 
 def test_feature_maps_returns_layer_outputs_and_rejects_unknown_layers():
