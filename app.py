@@ -13,8 +13,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from soae_app.sidebar import SELECTION_KEY, render_sidebar
-
 ROOT = Path(__file__).resolve().parent
 
 # (section, file in app_pages/, title, Material icon, URL path). Sections are shown in this order;
@@ -35,6 +33,10 @@ for position, (section, file, title, icon, url_path) in enumerate(PAGES):
     sections.setdefault(section, []).append(
         st.Page(ROOT / "app_pages" / file, title=title, icon=icon, url_path=url_path, default=position == 0))
 page = st.navigation(sections)
+
+# Imported after the navigation is drawn: importing torch and friends takes seconds on a cold
+# start, and the browser shows the app's frame meanwhile instead of a blank page.
+from soae_app.sidebar import SELECTION_KEY, render_sidebar  # noqa: E402
 
 with st.sidebar:
     st.session_state[SELECTION_KEY] = render_sidebar()
