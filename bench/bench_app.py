@@ -17,20 +17,16 @@ bench/results/app.json (machine line included) and are quoted in README "Benchma
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from common import machine, write_result
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+from common import machine, write_result  # noqa: E402
+from soae_app.headless import (CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, start_streamlit,  # noqa: E402
+                               stop, wait_until_healthy)
 
 
 def warm_rerun_seconds(reruns: int) -> dict:
@@ -52,32 +48,18 @@ def warm_rerun_seconds(reruns: int) -> dict:
             "rows": list(app.dataframe[0].value.index)}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def cold_start_seconds() -> dict:
     """Seconds from `streamlit run` to the first render of the title and to the finished first run."""
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
+    port = free_port()
     start = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                               "--server.port", str(port), "--server.address", "127.0.0.1"],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_streamlit(port)
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                time.sleep(0.05)
+        wait_until_healthy(f"http://127.0.0.1:{port}", server)
         healthy = time.perf_counter() - start
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             page.goto(f"http://127.0.0.1:{port}/")
             page.locator('[data-testid="stSidebarNav"]').first.wait_for(timeout=600_000)
@@ -89,8 +71,7 @@ def cold_start_seconds() -> dict:
             finished = time.perf_counter() - start
             browser.close()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
     return {"healthy_s": healthy, "navigation_shown_s": frame, "first_render_s": title, "first_run_done_s": finished}
 
 

@@ -8,6 +8,7 @@ tests do not depend on the bundled training runs; the bundled Fashion-MNIST samp
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from soae_core.krylov_diagnostics import DEFAULT_TAUS
-from soae_core.models import build_model, save_state_dict
+from soae_core.models import build_model, get_model_info, save_state_dict
 
 KRYLOV_PAGE = "app_pages/krylov_inspector.py"  # relative to app.py
 
@@ -128,6 +129,21 @@ def test_switching_models():
     assert any("unavailable" in w.value for w in app.sidebar.warning)
     assert any("unavailable" in i.value for i in app.main.info)
     assert len(app.dataframe) == 0
+
+
+def test_imagenet_model_offers_photographs(tmp_path, monkeypatch):
+    # Untrained ResNet-18 weights where torchvision's would be cached (TORCH_HOME), so the
+    # ImageNet branch of the sidebar runs offline; one cheap SOAE iteration keeps it quick.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = Path(get_model_info("imagenet-resnet18").weights_path)
+    weights.parent.mkdir(parents=True)
+    torch.save(build_model("imagenet-resnet18").state_dict(), weights)
+    app = start({"model": "imagenet-resnet18", "N": "1", "m": "2", "cmp": "FGSM", "photo": "chelsea"})
+    assert_clean(app)
+    assert app.sidebar.segmented_control(key="src").value == "Photos"
+    assert app.sidebar.selectbox(key="photo").value == "chelsea"
+    assert len(app.sidebar.selectbox) == 3  # model, photograph, true label (1000 ImageNet classes)
+    assert metric_rows(app) == ["SOAE", "FGSM"]
 
 
 def test_iteration_scrubber_steps_back_to_the_original():

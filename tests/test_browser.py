@@ -8,22 +8,14 @@ to a temporary folder (the test is about the app, not the model).
 
 import ast
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 
+from soae_app.headless import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, start_streamlit, stop, wait_until_healthy
 from soae_core.models import DEFAULT_MODEL, build_model, get_model_info, save_state_dict
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 SCREENSHOTS = ROOT / "screenshots"
 
 
@@ -48,26 +40,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium (./lab test installs it)")]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_health(base_url: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{base_url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError("streamlit did not become healthy")
-
-
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
     env = dict(os.environ)
@@ -79,20 +51,13 @@ def server_url(tmp_path_factory):
         env["SOAE_MODELS_DIR"] = str(folder)
     port = free_port()
     log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = start_streamlit(port, env=env, log=log)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(base_url, server)
+        wait_until_healthy(base_url, server)
         yield base_url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         log.close()
 
 
