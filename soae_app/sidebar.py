@@ -150,7 +150,9 @@ def _pick_image(info: ModelInfo) -> tuple[np.ndarray | None, int | None, str, st
     sources = (["Samples"] if info.dataset in SAMPLE_DATASETS else []) + \
               (["Photos"] if info.dataset == "imagenet" else []) + ["Upload"]
     source = st.segmented_control("Source", sources, default=sources[0], key="src", bind=BIND, required=True)
-    if source == "Upload" or source not in sources:
+    if source not in sources:  # e.g. "Photos" kept from an ImageNet model
+        source = sources[0]
+    if source == "Upload":
         return _pick_upload(info)
     image, label, description = _pick_sample(info) if source == "Samples" else _pick_photo(info)
     return image, label, description, None

@@ -144,6 +144,9 @@ def test_imagenet_model_offers_photographs(tmp_path, monkeypatch):
     assert app.sidebar.selectbox(key="photo").value == "chelsea"
     assert len(app.sidebar.selectbox) == 3  # model, photograph, true label (1000 ImageNet classes)
     assert metric_rows(app) == ["SOAE", "FGSM"]
+    app.sidebar.selectbox(key="model").set_value("fmnist-cnn-std").run()  # no photographs there
+    assert_clean(app)
+    assert metric_rows(app) == ["SOAE", "FGSM"]
 
 
 def test_iteration_scrubber_steps_back_to_the_original():
