@@ -66,6 +66,18 @@ def first_sample() -> tuple[torch.Tensor, int]:
     return samples.images[index:index + 1], int(samples.labels[index])
 
 
+def fgsm_accuracies(model_name: str, n: int) -> tuple[float, float]:
+    """Clean and FGSM (ε = 8/255) accuracy of the model on the first n class-balanced bundled images,
+    computed directly with the attack."""
+    samples = load_samples("fashion_mnist")
+    order = compare.image_order(samples.labels)[:n]
+    x, y = samples.images[order], samples.labels[order]
+    model = load_model(model_name)
+    adv = FGSM(model, eps=8 / 255)(x, y).adv
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).double().mean()), float((model(adv).argmax(1) == y).double().mean())
+
+
 # ---------------------------------------------------------------------------------- anatomy
 def test_anatomy_with_defaults_shows_every_attack_and_layer():
     app = open_page(ANATOMY)
@@ -130,14 +142,7 @@ def test_compare_accuracy_equals_fgsm_run_directly():
     app.run()
     assert_clean(app)
     accuracy = app.dataframe[0].value
-    samples = load_samples("fashion_mnist")
-    order = compare.image_order(samples.labels)[:10]
-    x, y = samples.images[order], samples.labels[order]
-    model = load_model("fmnist-cnn-std")
-    adv = FGSM(model, eps=8 / 255)(x, y).adv
-    with torch.no_grad():
-        expected = float((model(adv).argmax(1) == y).double().mean())
-        clean = float((model(x).argmax(1) == y).double().mean())
+    clean, expected = fgsm_accuracies("fmnist-cnn-std", 10)
     assert accuracy.loc["FGSM", "Accuracy"] == pytest.approx(expected)
     assert accuracy.loc[compare.CLEAN_ROW, "Accuracy"] == pytest.approx(clean)
 
@@ -191,14 +196,9 @@ def test_models_table_one_equals_direct_accuracies():
     table = app.dataframe[-1].value
     assert list(table.index) == ["fmnist-cnn-std", "fmnist-cnn-smooth-std"]
     assert list(table.columns) == ["Architecture", "Training method", "Images", "Clean", "FGSM", "PGD"]
-    samples = load_samples("fashion_mnist")
-    order = compare.image_order(samples.labels)[:10]
-    x, y = samples.images[order], samples.labels[order]
-    model = load_model("fmnist-cnn-smooth-std")
-    adv = FGSM(model, eps=8 / 255)(x, y).adv
-    with torch.no_grad():
-        expected = float((model(adv).argmax(1) == y).double().mean())
+    clean, expected = fgsm_accuracies("fmnist-cnn-smooth-std", 10)
     assert table.loc["fmnist-cnn-smooth-std", "FGSM"] == pytest.approx(expected)
+    assert table.loc["fmnist-cnn-smooth-std", "Clean"] == pytest.approx(clean)
 
 
 # ---------------------------------------------------------------------------------- how it works
