@@ -137,6 +137,9 @@ for sweep, tab in (("eta", tab_eta), ("tau", tab_tau), ("steps", tab_steps)):
                 "Time (s)": st.column_config.NumberColumn(format="%.1f"),
                 "m mean": st.column_config.NumberColumn(format="%.1f"),
                 "Time ÷ time at the largest τ": st.column_config.NumberColumn(format="%.2f"),
+                "Gradient evals ÷ at the largest τ": st.column_config.NumberColumn(format="%.2f"),
+                "η": st.column_config.NumberColumn(format="%.0e"),
+                "τ": st.column_config.NumberColumn(format="%.0e"),
                 "Gradient evals / image": st.column_config.NumberColumn(format="%.1f"),
             })
             left, right = st.columns(2)

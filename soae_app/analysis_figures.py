@@ -15,6 +15,9 @@ from soae_core.toy2d import TOY_CLASSES, LossGrid, ToyStep
 
 # |δ|: white where δ = 0, vermilion at |δ| = ε.
 DELTA_SCALE = [[0.0, "#ffffff"], [1.0, "#D55E00"]]
+# One colour per attack on every chart of these pages.
+ATTACK_COLOURS = {"SOAE": PALETTE[0], "FGSM": PALETTE[1], "PGD": PALETTE[2], "AutoAttack": PALETTE[3],
+                  "ASOD": PALETTE[4]}
 # Pale region colours for the toy's three classes (same order as PALETTE's first three).
 REGION_COLOURS = ("#cfe3f3", "#fbe6bf", "#c7eadf")
 
@@ -66,7 +69,7 @@ def distortion_figure(table: pd.DataFrame) -> go.Figure:
     figure = go.Figure()
     for k, (name, row) in enumerate(table.iterrows()):
         figure.add_trace(go.Scatter(x=list(table.columns), y=row.values, mode="lines+markers", name=name,
-                                    line={"color": PALETTE[k % len(PALETTE)], "width": 3}, marker={"size": 10}))
+                                    line={"color": attack_colour(name, k), "width": 3}, marker={"size": 10}))
     figure.update_xaxes(title="layer (input → output)")
     figure.update_yaxes(title="‖F(x_adv) − F(x)‖ / ‖F(x)‖", rangemode="tozero", tickformat=".0%")
     return _layout(figure, 360, title={"text": "How much each layer's features change"})
@@ -126,8 +129,9 @@ def delta_spectrum_figure(anatomy: Anatomy) -> go.Figure:
 
 
 # ---------------------------------------------------------------------------------- compare
-def _attack_colour(names: list[str], name: str) -> str:
-    return PALETTE[names.index(name) % len(PALETTE)]
+def attack_colour(name: str, position: int = 0) -> str:
+    """The attack's colour (:data:`ATTACK_COLOURS`); other names take a palette colour by position."""
+    return ATTACK_COLOURS.get(name, PALETTE[(5 + position) % len(PALETTE)])
 
 
 def budget_figure(table: pd.DataFrame, clean_accuracy: float) -> go.Figure:
@@ -135,10 +139,10 @@ def budget_figure(table: pd.DataFrame, clean_accuracy: float) -> go.Figure:
     line per attack, the clean accuracy dotted: lower is a stronger attack at that cost."""
     figure = go.Figure()
     names = list(dict.fromkeys(table["Attack"]))
-    for name in names:
+    for k, name in enumerate(names):
         rows = table[(table["Attack"] == name) & (table["Gradient evals / image"] > 0)]
         figure.add_trace(go.Scatter(x=rows["Gradient evals / image"], y=rows["Accuracy"], mode="lines+markers",
-                                    name=name, line={"color": _attack_colour(names, name), "width": 3},
+                                    name=name, line={"color": attack_colour(name, k), "width": 3},
                                     marker={"size": 9}, customdata=rows["Step"],
                                     hovertemplate=f"{name}, step %{{customdata}}: %{{x:.1f}} gradients, "
                                                   "accuracy %{y:.1%}<extra></extra>"))
@@ -159,17 +163,22 @@ def eta_figure(table: pd.DataFrame) -> go.Figure:
 
 
 def tau_figure(table: pd.DataFrame) -> go.Figure:
-    """SOAE accuracy and relative time versus τ (paper Figure 2)."""
+    """SOAE accuracy (left axis) and cost relative to the largest τ (right axis: wall time, as in
+    the paper's Figure 2, and gradient evaluations, which do not depend on the machine's load)."""
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     figure.add_trace(go.Scatter(x=table["τ"], y=table["Accuracy"], mode="lines+markers", name="accuracy",
                                 line={"color": PALETTE[0], "width": 3}, marker={"size": 10}), secondary_y=False)
-    figure.add_trace(go.Scatter(x=table["τ"], y=table["Time ÷ time at the largest τ"], mode="lines+markers",
-                                name="time ÷ time at the largest τ", line={"color": PALETTE[4], "width": 3, "dash": "dash"},
-                                marker={"size": 10, "symbol": "square"}), secondary_y=True)
+    for column, name, dash, symbol in [("Time ÷ time at the largest τ", "time ÷ at the largest τ", "dash", "square"),
+                                       ("Gradient evals ÷ at the largest τ", "gradient evaluations ÷ at the largest τ",
+                                        "dot", "diamond")]:
+        figure.add_trace(go.Scatter(x=table["τ"], y=table[column], mode="lines+markers", name=name,
+                                    line={"color": PALETTE[4], "width": 3, "dash": dash},
+                                    marker={"size": 10, "symbol": symbol}), secondary_y=True)
     figure.update_xaxes(type="log", title="τ", exponentformat="power", autorange="reversed")
     figure.update_yaxes(title_text="accuracy under SOAE", tickformat=".0%", range=[0, 1.05], secondary_y=False)
-    figure.update_yaxes(title_text="relative time", rangemode="tozero", secondary_y=True)
-    return _layout(figure, 380, title={"text": "Accuracy and time vs τ (paper Fig. 2)"},
+    figure.update_yaxes(title_text="relative cost", rangemode="tozero", tickformat=".1f", showgrid=False,
+                        secondary_y=True)
+    return _layout(figure, 400, title={"text": "Accuracy and cost vs τ (paper Fig. 2)"},
                    legend={"orientation": "h", "y": -0.25})
 
 
@@ -177,11 +186,10 @@ def steps_figure(table: pd.DataFrame) -> go.Figure:
     """Accuracy after each iteration of PGD and SOAE (paper Figure 3)."""
     figure = go.Figure()
     names = list(dict.fromkeys(table["Attack"]))
-    for name in names:
+    for k, name in enumerate(names):
         rows = table[table["Attack"] == name]
         figure.add_trace(go.Scatter(x=rows["Iteration"], y=rows["Accuracy"], mode="lines+markers", name=name,
-                                    line={"color": _attack_colour(["FGSM", "PGD", "AutoAttack", "ASOD", "SOAE"], name),
-                                          "width": 3}, marker={"size": 8}))
+                                    line={"color": attack_colour(name, k), "width": 3}, marker={"size": 8}))
     figure.update_xaxes(title="iteration N", dtick=2)
     figure.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.05])
     return _layout(figure, 380, title={"text": "Accuracy vs iterations (paper Fig. 3)"})

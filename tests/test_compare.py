@@ -154,9 +154,12 @@ def test_sweep_tables_have_one_row_per_value(data):
     results = {job.label: run_job(model, job, images, labels, 12) for job in jobs}
     table = sweep_table("tau", jobs, results)
     assert list(table.columns) == ["τ", "Accuracy", "Gradient evals / image", "Time (s)",
-                                   "Time ÷ time at the largest τ", "m mean", "At the cap"]
+                                   "Time ÷ time at the largest τ", "Gradient evals ÷ at the largest τ", "m mean",
+                                   "At the cap"]
     assert table["τ"].tolist() == [1e-1, 1e-6]
     assert table.loc[0, "Time ÷ time at the largest τ"] == pytest.approx(1.0)
+    assert table.loc[1, "Gradient evals ÷ at the largest τ"] == pytest.approx(
+        results[jobs[1].label].grad_evals_per_image / results[jobs[0].label].grad_evals_per_image)
     assert table.loc[1, "m mean"] >= table.loc[0, "m mean"]  # a tighter τ never needs fewer steps
     assert table.loc[1, "m mean"] == pytest.approx(np.nanmean(results[jobs[1].label].krylov_m))
     partial = sweep_table("tau", jobs, {jobs[0].label: results[jobs[0].label]})
