@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Train the bundled Fashion-MNIST checkpoints one after another (2 CPU cores: never in parallel).
-# Usage: nohup scripts/train_bundled_models.sh [model ...] > runs/logs/train_bundled.log 2>&1 &
+# Usage: setsid nohup scripts/train_bundled_models.sh [model ...] > runs/logs/train_bundled.log 2>&1 &
+# Epochs are chosen for a shared, busy 2-core machine (about 5 concurrent jobs while these ran).
 # Each run checkpoints every epoch; a failed or killed run is retried with --resume.
 set -u
+# Optional: wait for a training process started earlier (WAIT_PID) to finish first.
+if [ -n "${WAIT_PID:-}" ]; then while kill -0 "$WAIT_PID" 2>/dev/null; do sleep 10; done; fi
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 mkdir -p runs/logs
@@ -10,8 +13,8 @@ mkdir -p runs/logs
 declare -A ARGS=(
   [fmnist-cnn-std]="--method std --epochs 6"
   [fmnist-cnn-smooth-std]="--method std --epochs 6"
-  [fmnist-cnn-pgd]="--method pgd --epochs 12 --eps 0.1 --attack-steps 7"
-  [fmnist-cnn-trades]="--method trades --epochs 12 --eps 0.1 --attack-steps 7 --trades-beta 6"
+  [fmnist-cnn-pgd]="--method pgd --epochs 5 --eps 0.1 --attack-steps 7"
+  [fmnist-cnn-trades]="--method trades --epochs 5 --eps 0.1 --attack-steps 7 --trades-beta 6"
   [fmnist-cnn-soat]="--method soat --epochs 3 --eps 0.1 --soae-steps 1 --soae-hvp exact --soae-max-krylov 10 --soae-step-rule sign"
 )
 MODELS=("$@")
@@ -22,7 +25,7 @@ for model in "${MODELS[@]}"; do
     echo "=== $(date '+%F %T') $model attempt $attempt"
     # shellcheck disable=SC2086
     if python -m soae_core.train --model "$model" ${ARGS[$model]} --resume --no-progress \
-        > "runs/logs/$model.log" 2>&1; then
+        >> "runs/logs/$model.log" 2>&1; then
       echo "=== $(date '+%F %T') $model done"; tail -1 "runs/logs/$model.log"; break
     fi
     echo "=== $(date '+%F %T') $model failed:"; tail -5 "runs/logs/$model.log"; sleep 60

@@ -60,8 +60,8 @@ def robust_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     return correct / len(labels)
 
 
-def evaluate_for_card(model: nn.Module, eps: float, test_subset: int | None = None, pgd_n: int = 2000,
-                      soae_n: int = 500, progress: bool = True) -> dict[str, Any]:
+def evaluate_for_card(model: nn.Module, eps: float, test_subset: int | None = None, pgd_n: int = 1000,
+                      soae_n: int = 200, progress: bool = True) -> dict[str, Any]:
     """Clean and robust (PGD-20, SOAE) test accuracy at ``eps`` and at the paper's 8/255, plus
     accuracy on the bundled samples. Clean accuracy uses the first ``test_subset`` test images
     (default all 10 000), PGD-20 the first ``pgd_n`` of those, SOAE the first ``soae_n``.
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m soae_core.model_card", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--test-subset", type=int, default=None)
-    parser.add_argument("--eval-pgd-n", type=int, default=2000)
-    parser.add_argument("--eval-soae-n", type=int, default=500)
+    parser.add_argument("--eval-pgd-n", type=int, default=1000)
+    parser.add_argument("--eval-soae-n", type=int, default=200)
     args = parser.parse_args(argv)
     try:
         model = load_model(args.model)
