@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Train the bundled Fashion-MNIST checkpoints one after another (2 CPU cores: never in parallel).
+# Train the standard bundled Fashion-MNIST checkpoints one after another (2 CPU cores: never in
+# parallel). The adversarially trained ones (pgd, trades, soat) come from
+# scripts/train_adversarial_parallel.sh; every card records the exact command that produced it.
 # Usage: setsid nohup scripts/train_bundled_models.sh [model ...] > runs/logs/train_bundled.log 2>&1 &
-# Epochs are chosen for a shared, busy 2-core machine (about 5 concurrent jobs while these ran).
 # Each run checkpoints every epoch; a failed or killed run is retried with --resume.
 set -u
 # Optional: wait for a training process started earlier (WAIT_PID) to finish first.
@@ -13,12 +14,9 @@ mkdir -p runs/logs
 declare -A ARGS=(
   [fmnist-cnn-std]="--method std --epochs 6"
   [fmnist-cnn-smooth-std]="--method std --epochs 6"
-  [fmnist-cnn-pgd]="--method pgd --epochs 5 --eps 0.1 --attack-steps 7"
-  [fmnist-cnn-trades]="--method trades --epochs 5 --eps 0.1 --attack-steps 7 --trades-beta 6"
-  [fmnist-cnn-soat]="--method soat --epochs 3 --eps 0.1 --soae-steps 1 --soae-hvp exact --soae-max-krylov 10 --soae-step-rule sign"
 )
 MODELS=("$@")
-[ ${#MODELS[@]} -eq 0 ] && MODELS=(fmnist-cnn-std fmnist-cnn-smooth-std fmnist-cnn-pgd fmnist-cnn-trades)
+[ ${#MODELS[@]} -eq 0 ] && MODELS=(fmnist-cnn-std fmnist-cnn-smooth-std)
 
 for model in "${MODELS[@]}"; do
   for attempt in 1 2 3; do

@@ -71,7 +71,8 @@ def _check_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    """The optimizer (Adam or SGD with momentum 0.9) and learning-rate scheduler of ``cfg``."""
     if cfg.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
@@ -138,7 +139,7 @@ def train(cfg: TrainConfig, checkpoint_dir: Path, resume: bool = False, progress
     ckpt_path = checkpoint_dir / "checkpoint.pt"
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model)
-    optimizer, scheduler = _make_optimizer(cfg, model)
+    optimizer, scheduler = make_optimizer(cfg, model)
     history: list[dict[str, float]] = []
     start_epoch = 0
     if resume and ckpt_path.is_file():
