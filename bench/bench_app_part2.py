@@ -11,8 +11,13 @@
    every (attack, batch of 25) unit; we also time each unit on its own (same code path,
    ``soae_core.compare.run_batch``) and report the longest gap between two progress updates.
 
-Run: ``.venv/bin/python bench/bench_app_part2.py [--reruns 10]``; results go to
-bench/results/app_part2.json (machine line included) and are quoted in README "Benchmarks".
+``--threads k`` sets torch's intra-op threads first (default: torch's own choice, one per core).
+On a machine busy with other jobs, 2 threads on 2 cores oversubscribe and were measured up to
+8× slower per gradient than 1 thread, so the result names the thread count and the load.
+
+Run: ``.venv/bin/python bench/bench_app_part2.py [--reruns 10] [--threads 1] [--name app_part2]``;
+results go to bench/results/<name>.json (machine line included) and are quoted in README
+"Benchmarks".
 """
 
 from __future__ import annotations
@@ -100,7 +105,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reruns", type=int, default=10)
     parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--name", default="app_part2", help="result file name under bench/results/")
     args = parser.parse_args()
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     print(machine())
     anatomy = anatomy_warm_rerun(args.reruns)
     print(f"Anatomy warm rerun: median {anatomy['median_s']:.3f} s over {args.reruns} reruns "
@@ -110,7 +121,7 @@ def main() -> None:
           f"accuracy {page['accuracy']}")
     units = unit_times(args.n)
     print(f"Progress units: longest {units['longest_gap_s']:.1f} s, total {units['total_s']:.1f} s")
-    path = write_result("app_part2", {"anatomy_warm_rerun": anatomy, "compare_page_run": page,
+    path = write_result(args.name, {"anatomy_warm_rerun": anatomy, "compare_page_run": page,
                                       "compare_units": units, "targets": {"anatomy_warm_rerun_s": 1.0,
                                                                           "compare_100_images_s": 60.0}})
     print(f"wrote {path}")
