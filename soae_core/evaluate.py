@@ -373,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iteration-steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/evaluation"), help="output folder")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is faster on a crowded machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -402,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args).validate()
+        if args.threads is not None:
+            torch.set_num_threads(check_int("threads", args.threads))
         # Bad SOAE settings should fail now, not after an hour of baselines: build one on a stand-in.
         make_attack("SOAE", nn.Linear(1, 1), 0.1, config)
         results = run_evaluation(config, quiet=args.quiet)
