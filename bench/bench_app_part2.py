@@ -23,7 +23,6 @@ results go to bench/results/<name>.json (machine line included) and are quoted i
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import machine, write_result  # noqa: E402
+from common import machine, median_seconds, write_result  # noqa: E402
 
 ANATOMY = "app_pages/perturbation_anatomy.py"
 COMPARE = "app_pages/compare_sweeps.py"
@@ -51,15 +50,10 @@ def open_page(page: str):
 
 
 def anatomy_warm_rerun(reruns: int) -> dict:
-    """Median and all times (s) of reruns of the Perturbation Anatomy after a cache-filling run."""
+    """Median time (s) of reruns of the Perturbation Anatomy after a cache-filling run."""
     app, first = open_page(ANATOMY)
-    times = []
-    for _ in range(reruns):
-        start = time.perf_counter()
-        app.run()
-        times.append(time.perf_counter() - start)
-    return {"first_run_s": first, "median_s": statistics.median(times), "times_s": times,
-            "rows": list(app.dataframe[0].value.index)}
+    median = median_seconds(app.run, repeats=reruns, warmup=0)
+    return {"first_run_s": first, "median_s": median, "reruns": reruns, "rows": list(app.dataframe[0].value.index)}
 
 
 def compare_page_run(n: int) -> dict:
