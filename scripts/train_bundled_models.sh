@@ -13,7 +13,7 @@ mkdir -p runs/logs
 
 declare -A ARGS=(
   [fmnist-cnn-std]="--method std --epochs 6"
-  [fmnist-cnn-smooth-std]="--method std --epochs 6"
+  [fmnist-cnn-smooth-std]="--method std --epochs 12"
 )
 MODELS=("$@")
 [ ${#MODELS[@]} -eq 0 ] && MODELS=(fmnist-cnn-std fmnist-cnn-smooth-std)
