@@ -10,6 +10,7 @@ Run: `python bench/bench_autoattack.py` (or `./lab bench`). Writes bench/results
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,6 @@ from soae_core.models import load_model  # noqa: E402
 
 EPS = 0.1
 N_IMAGES = 100
-REPEATS = 3
 TARGET_S = 15.0
 
 
@@ -38,6 +38,13 @@ def _timed(fn) -> tuple[float, torch.Tensor]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (the median is reported)")
+    parser.add_argument("--name", default="autoattack", help="result file name under bench/results/")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     model = load_model("fmnist-cnn-std")
     test = load_fashion_mnist("test")
     x, y = test.images[:N_IMAGES], test.labels[:N_IMAGES]
@@ -45,7 +52,7 @@ def main() -> None:
         clean = float((model(x).argmax(1) == y).float().mean())
 
     ours, bare, result = [], [], None
-    for _ in range(REPEATS):
+    for _ in range(args.repeats):
         seconds, result = _timed(lambda: AutoAttack(model, eps=EPS, seed=0)(x, y))
         ours.append(seconds)
         reference = torchattacks.AutoAttack(model, norm="Linf", eps=EPS, version="standard", n_classes=10, seed=0)
@@ -55,13 +62,13 @@ def main() -> None:
         robust = float((model(result.adv).argmax(1) == y).float().mean())
     payload = {
         "setting": f"AutoAttack standard, Linf, eps={EPS}, first {N_IMAGES} Fashion-MNIST test images, fmnist-cnn-std",
-        "seconds_ours": sorted(ours), "median_seconds_ours": sorted(ours)[REPEATS // 2],
-        "seconds_torchattacks": sorted(bare), "median_seconds_torchattacks": sorted(bare)[REPEATS // 2],
+        "seconds_ours": sorted(ours), "median_seconds_ours": sorted(ours)[args.repeats // 2],
+        "seconds_torchattacks": sorted(bare), "median_seconds_torchattacks": sorted(bare)[args.repeats // 2],
         "target_seconds": TARGET_S, "clean_accuracy": clean, "robust_accuracy": robust,
         "grad_evals_per_image": result.grad_evals,
         "forward_passes_per_image": result.trace.forward_images / N_IMAGES,
     }
-    path = write_result("autoattack", payload)
+    path = write_result(args.name, payload)
     print(f"{machine()}\nAutoAttack ε={EPS} on {N_IMAGES} images: ours median {payload['median_seconds_ours']:.1f} s "
           f"(torchattacks alone {payload['median_seconds_torchattacks']:.1f} s, target ≤ {TARGET_S:.0f} s); "
           f"clean {clean:.0%} → robust {robust:.0%}; {result.grad_evals} gradients and "

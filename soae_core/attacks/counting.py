@@ -8,9 +8,10 @@ them :class:`CountingModel` instead of the model. It counts
   ``autograd.grad``/``backward`` call reaching the logits, so FAB's per-class Jacobian rows
   count one each).
 
-The wrapped model is called with its parameters detached (``torch.func.functional_call``), so
-no backward pass can reach a shared model's parameters, whether or not they require grad, and
-no hook is registered on the model itself (only on each call's own output tensor).
+If any parameter of the wrapped model requires grad, it is called with its parameters detached
+(``torch.func.functional_call``), so no backward pass can reach them; a frozen model (the app's
+shared models) is called directly, which is cheaper (Square makes thousands of calls). No hook
+is registered on the model itself (only on each call's own output tensor).
 """
 
 from __future__ import annotations
@@ -41,14 +42,18 @@ class CountingModel(nn.Module):
         self.forward_images = 0
         self.gradient_images = 0
         self.predictions: list[torch.Tensor] = []
+        self._detach_parameters = any(p.requires_grad for p in model.parameters())
 
     def _count_gradient(self, grad: torch.Tensor) -> None:
         self.gradient_images += int(grad.shape[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, num_classes) of the wrapped model for images x (N, C, H, W) in [0, 1]."""
-        params = {name: p.detach() for name, p in self.model.named_parameters()}
-        logits = torch.func.functional_call(self.model, params, (x,))
+        if self._detach_parameters:
+            params = {name: p.detach() for name, p in self.model.named_parameters()}
+            logits = torch.func.functional_call(self.model, params, (x,))
+        else:
+            logits = self.model(x)
         self.forward_images += int(x.shape[0])
         if self.record_predictions:
             self.predictions.append(logits.detach().argmax(dim=1))
