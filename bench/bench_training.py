@@ -2,7 +2,10 @@
 per epoch (timed on the first --n training images, scaled to 60 000) with gradient evaluations
 per training example. Writes bench/results/training.json.
 
-Usage: python bench/bench_training.py [--n 1024] [--skip-std]
+The standard epoch is timed with 1 and with 2 torch threads (on the shared, loaded 2-core
+machine 2 threads were an order of magnitude slower); PGD-AT and SOAT with --threads.
+
+Usage: python bench/bench_training.py [--n 1024] [--threads 1] [--skip-std]
 """
 
 from __future__ import annotations
@@ -47,14 +50,20 @@ def time_epoch(model_name: str, objective: ObjectiveConfig, train: SampleSet) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1024, help="training images for the SOAT / PGD-AT timing")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for PGD-AT and SOAT")
     parser.add_argument("--skip-std", action="store_true")
     args = parser.parse_args()
     full = load_fashion_mnist("train")
     subset = SampleSet(full.images[:args.n], full.labels[:args.n], full.class_names)
     results = {}
     if not args.skip_std:
-        results["std_epoch_60k"] = time_epoch("fmnist-cnn-std", ObjectiveConfig(method="std"), full)
-        print(f"STD epoch (60k): {results['std_epoch_60k']['seconds']:.1f} s", file=sys.stderr)
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            key = f"std_epoch_60k_{threads}_threads"
+            results[key] = time_epoch("fmnist-cnn-std", ObjectiveConfig(method="std"), full)
+            print(f"STD epoch (60k), {threads} threads: {results[key]['seconds']:.1f} s", file=sys.stderr)
+    torch.set_num_threads(args.threads)
+    results["threads"] = args.threads
     for label, objective in (("pgd_at", PGD_AT), ("soat", SOAT)):
         results[label] = time_epoch("fmnist-cnn-std", objective, subset)
         print(f"{label}: {results[label]['seconds_per_60k_epoch']:.0f} s per 60k epoch, "

@@ -43,11 +43,13 @@ def test_one_tiny_epoch_per_method_writes_weights_and_card(method, evals, tiny_f
     assert main(args) == 0
     card = json.loads((out / f"{name}.json").read_text())
     assert card["method"] == method and card["dataset"] == "fashion_mnist" and card["epochs"] == 1
+    assert card["trained_eps"] == (None if method == "std" else 0.1)
     assert card["architecture"] == "small-cnn"
     assert card["hyperparameters"]["objective"]["eps"] == 0.1
     assert card["hyperparameters"]["objective"]["alpha"] == pytest.approx(0.025)
     assert card["command"] == "python -m soae_core.train " + " ".join(args)
-    assert card["machine"]["cores"] >= 1 and card["wall_time_s"]["training"] > 0
+    assert card["machine"]["cores"] >= 1 and card["history"][0]["seconds"] > 0
+    assert card["wall_time_s"]["training"] == pytest.approx(card["history"][0]["seconds"], abs=0.01)
     assert card["test_images"] == 40 and 0.0 <= card["clean_accuracy"] <= 1.0
     attacks = {(r["attack"], round(r["eps"], 4)) for r in card["robust_accuracy"]}
     assert attacks == {("PGD-20", 0.1), ("PGD-20", round(8 / 255, 4)), ("SOAE", 0.1), ("SOAE", round(8 / 255, 4))}
