@@ -36,7 +36,17 @@ page = st.navigation(sections)
 
 # Imported after the navigation is drawn: importing torch and friends takes seconds on a cold
 # start, and the browser shows the app's frame meanwhile instead of a blank page.
+import os  # noqa: E402
+
+import torch  # noqa: E402
+
 from soae_app.sidebar import SELECTION_KEY, render_sidebar  # noqa: E402
+
+# One intra-op thread per computation: every browser tab is a thread of this one process, so
+# parallelism comes from sessions, and on the 2-core machine two torch threads per computation
+# were 5-10x slower under load (measured: 100-image Compare run 37 s with 2 threads, 7 s with 1).
+# SOAE_TORCH_THREADS overrides it (e.g. a single-user workstation with many idle cores).
+torch.set_num_threads(int(os.environ.get("SOAE_TORCH_THREADS", "1")))
 
 with st.sidebar:
     st.session_state[SELECTION_KEY] = render_sidebar()
