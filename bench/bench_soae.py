@@ -42,9 +42,16 @@ def _model_and_images() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, st
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="SOAE engine benchmark")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: on the shared 2-core machine 2 threads were slower)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, images, labels, model_name = _model_and_images()
-    results: dict = {"model": model_name}
+    results: dict = {"model": model_name, "threads": args.threads}
     gradient_s = median_seconds(lambda: input_gradient(model, images, labels), repeats=20)
     hvp_s = median_seconds(lambda: hvp_exact(model, images, labels, torch.randn_like(images)), repeats=10)
     results["one_gradient_batch128_ms"] = gradient_s * 1e3
