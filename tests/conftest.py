@@ -6,6 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+# One intra-op thread: on the 2-core machines two torch threads were 5-10x slower whenever
+# anything else ran (measured by the training and app benchmarks), and tests run beside servers.
+torch.set_num_threads(1)
+
 
 def tiny_cnn(activation: type[nn.Module] = nn.ReLU, dtype: torch.dtype = torch.float64, seed: int = 0) -> nn.Module:
     """A 1×8×8-input CNN with max-pooling and 5 classes, frozen, in eval mode."""

@@ -167,6 +167,8 @@ def test_every_attack_lowers_accuracy_of_bundled_standard_model(name: str) -> No
     samples = load_samples()
     x, y = samples.images[:32], samples.labels[:32]
     clean_accuracy = (model(x).argmax(1) == y).float().mean()
-    adv = ATTACKS[name](model, eps=8 / 255)(x, y).adv
+    # ε = 0.1: at 8/255 about half the images stay robust and AutoAttack's Square part then spends
+    # its full 5,000 queries on them (minutes on 2 CPU cores); the property is the same.
+    adv = ATTACKS[name](model, eps=0.1)(x, y).adv
     robust_accuracy = (model(adv).argmax(1) == y).float().mean()
     assert robust_accuracy < clean_accuracy
