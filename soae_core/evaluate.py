@@ -326,17 +326,21 @@ def run_evaluation(config: EvalConfig, quiet: bool = False) -> dict[str, Any]:
     """Run the grid and the studies; returns the JSON-ready results (see :mod:`soae_core.evaluation_report`)."""
     config.validate()
     started = time.perf_counter()
+    started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    machine_at_start = describe_machine()
     models, dataset = load_models(config)
     x, y = load_eval_images(dataset, config.data, config.n)
     clean, records = evaluate_grid(config, models, x, y, quiet)
+    grid_duration_s = time.perf_counter() - started
     studies = {}
     if config.studies:
         n_study = min(config.study_n, config.n)
         studies = evaluate_studies(config, models, x[:n_study], y[:n_study], quiet)
     return {
         "meta": {"dataset": dataset, "n": int(x.shape[0]), "study_n": min(config.study_n, config.n),
-                 "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 "duration_s": time.perf_counter() - started, "machine": describe_machine(),
+                 "started_utc": started_utc, "duration_s": time.perf_counter() - started,
+                 "grid_duration_s": grid_duration_s,
+                 "machine": machine_at_start, "machine_at_end": describe_machine(),
                  "command": " ".join(["python -m soae_core.evaluate", *sys.argv[1:]])},
         "config": asdict(config),
         "models": {name: {"clean_accuracy": clean[name], "method": get_model_info(name).method} for name in models},

@@ -131,8 +131,9 @@ def markdown_report(results: dict[str, Any]) -> str:
         "# SOAE Lab evaluation", "",
         f"- Command: `{meta['command']}`",
         f"- Data: {meta['dataset']}, first {meta['n']} test images (studies: first {meta['study_n']})",
-        f"- Machine: {meta['machine']}",
-        f"- Started {meta['started_utc']}, took {meta['duration_s'] / 60:.1f} min", "",
+        f"- Machine: {meta['machine']} (at the end: load avg {meta.get('machine_at_end', '?').rsplit(' ', 1)[-1]})",
+        f"- Started {meta['started_utc']}, took {meta['duration_s'] / 60:.1f} min "
+        f"(main grid {meta.get('grid_duration_s', math.nan) / 60:.1f} min)", "",
         "Robust accuracy counts an image as robust only if the model classifies its adversarial version "
         "correctly (images misclassified when clean count as failures). Quality metrics are means over the "
         "images the attack changed. PSNR uses data_range = 1; the paper's convention (data_range = 255 on "
