@@ -27,7 +27,8 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _eps_label(eps: float) -> str:
+def eps_label(eps: float) -> str:
+    """ε as people write it: '8/255' when it is a whole number of grey levels, else '0.1'."""
     ticks = eps * 255
     return f"{round(ticks)}/255" if abs(ticks - round(ticks)) < 1e-9 else f"{eps:g}"
 
@@ -35,11 +36,12 @@ def _eps_label(eps: float) -> str:
 def _attack_frame(results: dict[str, Any]) -> pd.DataFrame:
     frame = pd.DataFrame([{k: v for k, v in r.items() if k not in ("budget_curve", "feature_distortion", "krylov")}
                           for r in results["attacks"]])
-    frame["ε"] = frame["eps"].map(_eps_label)
+    frame["ε"] = frame["eps"].map(eps_label)
     return frame
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A fraction in [0, 1] as '12.3%'; '' for None or NaN."""
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
 
 
@@ -53,11 +55,11 @@ def accuracy_tables(results: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """Per ε: rows models, columns Clean + attacks, robust accuracy in % (the paper's Tables I/II)."""
     frame = _attack_frame(results)
     tables = {}
-    for eps_label, part in frame.groupby("ε", sort=False):
+    for label, part in frame.groupby("ε", sort=False):
         table = part.pivot(index="model", columns="attack", values="robust_accuracy")
         table = table[list(dict.fromkeys(part["attack"]))].reindex(list(dict.fromkeys(part["model"])))
         table.insert(0, "Clean", [results["models"][m]["clean_accuracy"] for m in table.index])
-        tables[eps_label] = table.map(_percent)
+        tables[label] = table.map(percent)
     return tables
 
 
@@ -73,8 +75,8 @@ def budget_table(results: dict[str, Any]) -> pd.DataFrame:
     """Robust accuracy reachable within each budget of gradient evaluations per image."""
     rows = []
     for record in results["attacks"]:
-        row = {"model": record["model"], "ε": _eps_label(record["eps"]), "attack": record["attack"]}
-        row.update({f"≤ {b}": _percent(accuracy_at_budget(record["budget_curve"], b)) for b in BUDGETS})
+        row = {"model": record["model"], "ε": eps_label(record["eps"]), "attack": record["attack"]}
+        row.update({f"≤ {b}": percent(accuracy_at_budget(record["budget_curve"], b)) for b in BUDGETS})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -91,14 +93,14 @@ def quality_table(results: dict[str, Any]) -> pd.DataFrame:
 
 def feature_table(results: dict[str, Any]) -> pd.DataFrame:
     """Mean relative L2 feature distortion per layer, per (model, ε, attack)."""
-    rows = [{"model": r["model"], "ε": _eps_label(r["eps"]), "attack": r["attack"], **r.get("feature_distortion", {})}
+    rows = [{"model": r["model"], "ε": eps_label(r["eps"]), "attack": r["attack"], **r.get("feature_distortion", {})}
             for r in results["attacks"]]
     return pd.DataFrame(rows).round(3)
 
 
 def krylov_table(results: dict[str, Any]) -> pd.DataFrame:
     """SOAE's Krylov dimension m in the main grid."""
-    rows = [{"model": r["model"], "ε": _eps_label(r["eps"]), **r["krylov"]} for r in results["attacks"] if r["krylov"]]
+    rows = [{"model": r["model"], "ε": eps_label(r["eps"]), **r["krylov"]} for r in results["attacks"] if r["krylov"]]
     return pd.DataFrame(rows).round(3)
 
 
@@ -116,7 +118,7 @@ def tau_table(results: dict[str, Any]) -> pd.DataFrame:
     # Wall time is noisy on a shared machine; gradient evaluations are not.
     frame["gradients ÷ gradients at largest τ"] = (frame["grad_evals_per_image"]
                                                    / frame["model"].map(largest["grad_evals_per_image"]))
-    frame["accuracy"] = frame["accuracy"].map(_percent)
+    frame["accuracy"] = frame["accuracy"].map(percent)
     frame["tau"] = frame["tau"].map(lambda tau: f"{tau:g}")
     keep = ["model", "tau", "accuracy", "wall_time_s", "time ÷ time at largest τ", "grad_evals_per_image",
             "gradients ÷ gradients at largest τ",
@@ -139,8 +141,8 @@ def markdown_report(results: dict[str, Any]) -> str:
         "images the attack changed. PSNR uses data_range = 1; the paper's convention (data_range = 255 on "
         "[0, 1] images) adds 48.13 dB.", "",
     ]
-    for eps_label, table in accuracy_tables(results).items():
-        lines += [f"## Clean and robust accuracy, ε = {eps_label} (layout of Tables I/II)", "",
+    for label, table in accuracy_tables(results).items():
+        lines += [f"## Clean and robust accuracy, ε = {label} (layout of Tables I/II)", "",
                   table.to_markdown(), ""]
     sections = [
         ("Cost per image", cost_table(results)),
@@ -151,12 +153,12 @@ def markdown_report(results: dict[str, Any]) -> str:
     ]
     eta = _study_frame(results, "eta")
     if not eta.empty:
-        eta["accuracy"] = eta["accuracy"].map(_percent)
+        eta["accuracy"] = eta["accuracy"].map(percent)
         sections.append(("Study: accuracy versus η (Figure 1)", eta.pivot(index="eta", columns="model", values="accuracy")))
     sections.append(("Study: accuracy, time and Krylov dimension versus τ (Figure 2, Table IV)", tau_table(results)))
     iterations = _study_frame(results, "iterations")
     if not iterations.empty:
-        iterations["accuracy"] = iterations["accuracy"].map(_percent)
+        iterations["accuracy"] = iterations["accuracy"].map(percent)
         iterations["run"] = iterations["model"] + " " + iterations["attack"]
         sections.append(("Study: accuracy after each iteration (Figure 3)",
                          iterations.pivot(index="iteration", columns="run", values="accuracy")))
@@ -172,7 +174,7 @@ def figures(results: dict[str, Any]) -> list[tuple[str, Figure]]:
     frame = _attack_frame(results)
     charts = [("Robust accuracy", px.bar(frame, x="model", y="robust_accuracy", color="attack", barmode="group",
                                          facet_col="ε", range_y=[0, 1]))]
-    curve = pd.DataFrame([{"model": r["model"], "ε": _eps_label(r["eps"]), "attack": r["attack"], **point}
+    curve = pd.DataFrame([{"model": r["model"], "ε": eps_label(r["eps"]), "attack": r["attack"], **point}
                           for r in results["attacks"] for point in r["budget_curve"]])
     charts.append(("Accuracy versus gradient evaluations per image",
                    px.line(curve, x="grad_evals", y="accuracy", color="attack", facet_col="model", facet_row="ε",
