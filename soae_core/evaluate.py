@@ -18,8 +18,10 @@ finite-difference step η (Figure 1); ``tau`` — accuracy, time and Krylov dime
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -54,6 +56,7 @@ class EvalConfig:
     eps: L∞ budgets in [0, 1] pixel units. n: test images (the first n of the split).
     soae: keyword arguments for :class:`SOAE` (paper defaults when empty).
     weights: model name → weights file overriding the bundled checkpoint.
+    jobs: worker processes running cells side by side (1: everything in this process).
     """
 
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
@@ -73,6 +76,7 @@ class EvalConfig:
     study_max_krylov: int = 100
     iteration_steps: int = 20
     seed: int = 0
+    jobs: int = 1
 
     def validate(self) -> "EvalConfig":
         """Check every field; raises ValueError naming the bad one."""
@@ -96,6 +100,7 @@ class EvalConfig:
         check_int("study_max_krylov", self.study_max_krylov)
         check_int("iteration_steps", self.iteration_steps)
         check_int("seed", self.seed, minimum=0)
+        check_int("jobs", self.jobs)
         return self
 
 
@@ -262,64 +267,119 @@ def _predict_all(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Te
         return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
 
 
-def evaluate_grid(config: EvalConfig, models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-                  quiet: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Clean accuracy per model and one record per (model, ε, attack)."""
-    clean, records = {}, []
-    jobs = [(m, e, a) for m in config.models for e in config.eps for a in config.attacks]
-    for model_name, eps, attack_name in tqdm(jobs, desc="attacks", disable=quiet, file=sys.stderr):
-        model = models[model_name]
-        if model_name not in clean:
-            clean[model_name] = accuracy(_predict_all(model, x, config.batch_size), y)
-        run = run_batched(make_attack(attack_name, model, eps, config), x, y, config.batch_size,
-                          desc=f"{model_name} ε={eps:.4g} {attack_name}", quiet=quiet)
-        records.append({
-            "model": model_name, "eps": eps, "attack": attack_name, "n": int(x.shape[0]),
-            "robust_accuracy": accuracy(run.points[-1][1], y),
-            "grad_evals_per_image": run.grad_evals, "forward_passes_per_image": run.forward_passes,
-            "wall_time_s": run.wall_time_s,
-            "budget_curve": [{"grad_evals": g, "accuracy": accuracy(p, y)} for g, p in run.points],
-            "krylov": krylov_summary(run.traces),
-            **perturbation_summary(model, x, y, run.adv),
-        })
-    return clean, records
+# A cell is one unit of work: ("grid", model, ε, attack) or (study, model, value) with study in STUDIES.
+Cell = tuple[Any, ...]
+# Rough cost order of the grid's attacks (AutoAttack's Square spends up to 5,000 queries per robust image):
+# with several workers the costly cells start first, so no worker is left with a long cell at the end.
+_ATTACK_COST_ORDER = {"AutoAttack": 0, "ASOD": 1, "SOAE": 2, "PGD": 3, "FGSM": 4}
 
 
-def evaluate_studies(config: EvalConfig, models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-                     quiet: bool = False) -> dict[str, list[dict[str, Any]]]:
-    """The η, τ and iteration studies on (x, y) at the first ε (SOAE with the run's settings)."""
+def grid_record(config: EvalConfig, model: nn.Module, model_name: str, eps: float, attack_name: str,
+                x: torch.Tensor, y: torch.Tensor, quiet: bool = False) -> dict[str, Any]:
+    """One (model, ε, attack) cell of the main grid on (x, y): accuracy, cost, budget curve, metrics."""
+    run = run_batched(make_attack(attack_name, model, eps, config), x, y, config.batch_size,
+                      desc=f"{model_name} ε={eps:.4g} {attack_name}", quiet=quiet)
+    return {
+        "model": model_name, "eps": eps, "attack": attack_name, "n": int(x.shape[0]),
+        "robust_accuracy": accuracy(run.points[-1][1], y),
+        "grad_evals_per_image": run.grad_evals, "forward_passes_per_image": run.forward_passes,
+        "wall_time_s": run.wall_time_s,
+        "budget_curve": [{"grad_evals": g, "accuracy": accuracy(p, y)} for g, p in run.points],
+        "krylov": krylov_summary(run.traces),
+        **perturbation_summary(model, x, y, run.adv),
+    }
+
+
+def study_rows(config: EvalConfig, model: nn.Module, model_name: str, study: str, value: Any,
+               x: torch.Tensor, y: torch.Tensor, quiet: bool = False) -> list[dict[str, Any]]:
+    """One point of a study at the first ε on (x, y): η or τ value, or the attack of the iteration study."""
     eps = config.eps[0]
+    desc = f"{study} {model_name} {value}"
+    if study == "eta":
+        run = run_batched(make_attack("SOAE", model, eps, config, eta=value, hvp="finite_difference"),
+                          x, y, config.batch_size, desc, quiet)
+        return [{"model": model_name, "eps": eps, "eta": value, "accuracy": accuracy(run.points[-1][1], y),
+                 "grad_evals_per_image": run.grad_evals, "wall_time_s": run.wall_time_s}]
+    if study == "tau":
+        run = run_batched(make_attack("SOAE", model, eps, config, tau=value, max_krylov=config.study_max_krylov),
+                          x, y, config.batch_size, desc, quiet)
+        return [{"model": model_name, "eps": eps, "tau": value, "max_krylov": config.study_max_krylov,
+                 "accuracy": accuracy(run.points[-1][1], y),
+                 "grad_evals_per_image": run.grad_evals, "wall_time_s": run.wall_time_s,
+                 **(krylov_summary(run.traces) or {})}]
+    run = run_batched(make_attack(value, model, eps, config, steps=config.iteration_steps),
+                      x, y, config.batch_size, desc, quiet)
+    return [{"model": model_name, "eps": eps, "attack": value, "iteration": k + 1,
+             "grad_evals": g, "accuracy": accuracy(p, y)} for k, (g, p) in enumerate(run.points)]
+
+
+def run_cell(config: EvalConfig, models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, cell: Cell,
+             quiet: bool = False) -> Any:
+    """A grid record (on all of x) or a list of study rows (on the first ``study_n`` images) for ``cell``."""
+    if cell[0] == "grid":
+        _, model_name, eps, attack_name = cell
+        return grid_record(config, models[model_name], model_name, eps, attack_name, x, y, quiet)
+    study, model_name, value = cell
+    n_study = min(config.study_n, x.shape[0])
+    return study_rows(config, models[model_name], model_name, study, value, x[:n_study], y[:n_study], quiet)
+
+
+def plan_cells(config: EvalConfig) -> list[Cell]:
+    """Every cell of the run: the grid (model × ε × attack), then the studies (on the study models)."""
+    cells: list[Cell] = [("grid", m, e, a) for m in config.models for e in config.eps for a in config.attacks]
     names = config.study_models or config.models
-    jobs: list[tuple[str, str, Any]] = []
     if "eta" in config.studies:
-        jobs += [("eta", m, eta) for m in names for eta in config.etas]
+        cells += [("eta", m, eta) for m in names for eta in config.etas]
     if "tau" in config.studies:
-        jobs += [("tau", m, tau) for m in names for tau in config.taus]
+        cells += [("tau", m, tau) for m in names for tau in config.taus]
     if "iterations" in config.studies:
-        jobs += [("iterations", m, a) for m in names for a in ("PGD", "SOAE")]
-    studies: dict[str, list[dict[str, Any]]] = {name: [] for name in config.studies}
-    for study, model_name, value in tqdm(jobs, desc="studies", disable=quiet, file=sys.stderr):
-        model = models[model_name]
-        desc = f"{study} {model_name} {value}"
-        if study == "eta":
-            run = run_batched(make_attack("SOAE", model, eps, config, eta=value, hvp="finite_difference"),
-                              x, y, config.batch_size, desc, quiet)
-            studies[study].append({"model": model_name, "eps": eps, "eta": value,
-                                   "accuracy": accuracy(run.points[-1][1], y),
-                                   "grad_evals_per_image": run.grad_evals, "wall_time_s": run.wall_time_s})
-        elif study == "tau":
-            run = run_batched(make_attack("SOAE", model, eps, config, tau=value, max_krylov=config.study_max_krylov),
-                              x, y, config.batch_size, desc, quiet)
-            studies[study].append({"model": model_name, "eps": eps, "tau": value, "max_krylov": config.study_max_krylov,
-                                   "accuracy": accuracy(run.points[-1][1], y),
-                                   "grad_evals_per_image": run.grad_evals, "wall_time_s": run.wall_time_s,
-                                   **(krylov_summary(run.traces) or {})})
-        else:
-            run = run_batched(make_attack(value, model, eps, config, steps=config.iteration_steps),
-                              x, y, config.batch_size, desc, quiet)
-            studies[study] += [{"model": model_name, "eps": eps, "attack": value, "iteration": k + 1,
-                                "grad_evals": g, "accuracy": accuracy(p, y)} for k, (g, p) in enumerate(run.points)]
-    return studies
+        cells += [("iterations", m, a) for m in names for a in ("PGD", "SOAE")]
+    return cells
+
+
+_WORKER_STATE: dict[str, Any] = {}
+
+
+def _start_worker(config: EvalConfig, x: torch.Tensor, y: torch.Tensor, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER_STATE.update(config=config, models=load_models(config)[0], x=x, y=y)
+
+
+def _worker_cell(cell: Cell) -> Any:
+    state = _WORKER_STATE
+    return run_cell(state["config"], state["models"], state["x"], state["y"], cell, quiet=True)
+
+
+def run_cells(config: EvalConfig, models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
+              cells: list[Cell], quiet: bool = False) -> tuple[list[Any], float]:
+    """Results of ``cells`` in their order, and the seconds until the last grid cell finished.
+
+    With ``config.jobs`` > 1 the cells run in that many worker processes (each with this
+    process's torch thread count, each loading the models once); costly grid cells start first.
+    Every attack seeds itself, so the numbers do not depend on the order or the worker count.
+    """
+    started = time.perf_counter()
+    results: list[Any] = [None] * len(cells)
+    grid_done = 0.0
+    if config.jobs == 1:
+        for index, cell in enumerate(tqdm(cells, desc="cells", disable=quiet, file=sys.stderr)):
+            results[index] = run_cell(config, models, x, y, cell, quiet)
+            if cell[0] == "grid":
+                grid_done = time.perf_counter() - started
+        return results, grid_done
+    order = sorted(range(len(cells)), key=lambda i: (cells[i][0] != "grid",
+                                                     _ATTACK_COST_ORDER.get(cells[i][-1], 9), i))
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
+    with ProcessPoolExecutor(config.jobs, mp_context=context, initializer=_start_worker,
+                             initargs=(config, x, y, torch.get_num_threads())) as pool:
+        futures = {pool.submit(_worker_cell, cells[i]): i for i in order}
+        for future in tqdm(as_completed(futures), total=len(futures), desc=f"cells ({config.jobs} workers)",
+                           disable=quiet, file=sys.stderr):
+            index = futures[future]
+            results[index] = future.result()
+            if cells[index][0] == "grid":
+                grid_done = time.perf_counter() - started
+    return results, grid_done
 
 
 def run_evaluation(config: EvalConfig, quiet: bool = False) -> dict[str, Any]:
@@ -330,22 +390,24 @@ def run_evaluation(config: EvalConfig, quiet: bool = False) -> dict[str, Any]:
     machine_at_start = describe_machine()
     models, dataset = load_models(config)
     x, y = load_eval_images(dataset, config.data, config.n)
-    clean, records = evaluate_grid(config, models, x, y, quiet)
-    grid_duration_s = time.perf_counter() - started
-    studies = {}
-    if config.studies:
-        n_study = min(config.study_n, config.n)
-        studies = evaluate_studies(config, models, x[:n_study], y[:n_study], quiet)
+    clean = {name: accuracy(_predict_all(model, x, config.batch_size), y) for name, model in models.items()}
+    cells = plan_cells(config)
+    outcomes, grid_seconds = run_cells(config, models, x, y, cells, quiet)
+    records = [outcome for cell, outcome in zip(cells, outcomes) if cell[0] == "grid"]
+    studies: dict[str, list[dict[str, Any]]] = {name: [] for name in config.studies}
+    for cell, outcome in zip(cells, outcomes):
+        if cell[0] != "grid":
+            studies[cell[0]] += outcome
     return {
         "meta": {"dataset": dataset, "n": int(x.shape[0]), "study_n": min(config.study_n, config.n),
                  "started_utc": started_utc, "duration_s": time.perf_counter() - started,
-                 "grid_duration_s": grid_duration_s,
+                 "grid_duration_s": grid_seconds, "jobs": config.jobs,
                  "machine": machine_at_start, "machine_at_end": describe_machine(),
                  "command": " ".join(["python -m soae_core.evaluate", *sys.argv[1:]])},
         "config": asdict(config),
         "models": {name: {"clean_accuracy": clean[name], "method": get_model_info(name).method} for name in models},
         "attacks": records,
-        "studies": studies,
+        "studies": studies if config.studies else {},
     }
 
 
@@ -379,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("runs/evaluation"), help="output folder")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 is faster on a crowded machine)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes running cells side by side (2 uses both cores here)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -398,7 +462,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                       batch_size=args.batch_size, weights=weights, soae=soae, asod_sigma=args.asod_sigma,
                       studies=args.studies, study_n=args.study_n, study_models=args.study_models,
                       etas=args.etas, taus=args.taus, study_max_krylov=args.study_max_krylov,
-                      iteration_steps=args.iteration_steps, seed=args.seed)
+                      iteration_steps=args.iteration_steps, seed=args.seed, jobs=args.jobs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,6 +69,7 @@ def test_cli_studies(untrained_weights: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["--attacks", "CW"], "attack"), (["--eps", "-0.1"], "eps"), (["--soae-tau", "2"], "tau"),
     (["--weights", "no-equals-sign"], "NAME=PATH"), (["--n", "20000"], "n must be at most"),
+    (["--jobs", "0"], "jobs must be an integer >= 1"),
 ])
 def test_cli_bad_arguments_exit_2_with_message(untrained_weights: Path, tmp_path: Path, capsys, args, message) -> None:
     base = ["--models", "fmnist-cnn-std", "--weights", f"fmnist-cnn-std={untrained_weights}", "--quiet",
@@ -109,3 +110,19 @@ def test_accuracy_at_budget_and_json_helpers() -> None:
     assert parse_fraction("8/255") == pytest.approx(8 / 255)
     with pytest.raises(ValueError, match="8/255"):
         parse_fraction("eight")
+
+
+def test_two_workers_give_the_same_numbers_as_one(untrained_weights: Path, tmp_path: Path) -> None:
+    args = ("--attacks", "FGSM", "PGD", "ASOD", "SOAE", "--eps", "8/255", "0.1", "--soae-max-krylov", "2",
+            "--studies", "tau", "iterations", "--taus", "0.1", "0.001", "--study-max-krylov", "2",
+            "--iteration-steps", "2")
+    serial = run_cli(untrained_weights, tmp_path / "serial", *args)
+    parallel = run_cli(untrained_weights, tmp_path / "parallel", *args, "--jobs", "2")
+    assert parallel["meta"]["jobs"] == 2 and serial["meta"]["jobs"] == 1
+    assert parallel["meta"]["grid_duration_s"] <= parallel["meta"]["duration_s"]
+    drop = ("wall_time_s",)
+    def strip(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if k not in drop} for row in rows]
+    assert strip(parallel["attacks"]) == strip(serial["attacks"])  # same order, same numbers
+    for study in ("tau", "iterations"):
+        assert strip(parallel["studies"][study]) == strip(serial["studies"][study])
