@@ -2,7 +2,7 @@
 
 Reads the results.json files that ``python -m soae_core.evaluate`` writes and prints Markdown:
 
-    python -m soae_core.reproduction_tables runs/reproduction \\
+    python -m soae_core.reproduction_tables runs/reproduction runs/reproduction-smooth \\
         --exact runs/reproduction-soae-exact --asod runs/reproduction-asod-sigma0.1
 
 ``--exact`` is a run of SOAE with exact Hessian-vector products, ``--asod`` a run of ASOD with
@@ -43,6 +43,21 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return results
 
 
+def merge_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs as one: models, grid records and study rows of all, in order; meta and config of the first
+    (with the union of their ε)."""
+    if not runs:
+        raise ValueError("merge_results needs at least one run")
+    merged = {**runs[0], "models": {}, "attacks": [], "studies": {}, "config": dict(runs[0]["config"])}
+    for run in runs:
+        merged["models"] |= run["models"]
+        merged["attacks"] += run["attacks"]
+        for name, rows in run.get("studies", {}).items():
+            merged["studies"][name] = merged["studies"].get(name, []) + rows
+    merged["config"]["eps"] = list(dict.fromkeys(eps for run in runs for eps in run["config"]["eps"]))
+    return merged
+
+
 def _records(results: dict[str, Any] | None) -> dict[tuple[str, float, str], dict[str, Any]]:
     if results is None:
         return {}
@@ -70,18 +85,21 @@ def accuracy_beside_paper(main: dict[str, Any], exact: dict[str, Any] | None = N
     """
     records, exact_records, asod_records = _records(main), _records(exact), _records(asod)
     asod_sigma = asod["config"]["asod_sigma"] if asod else None
-    rows = []
+    rows, methods_shown = [], set()
     for model, info in main["models"].items():
         method = paper_results.PAPER_METHOD_OF.get(info["method"], info["method"])
         for (table, dataset, arch), by_method in paper_results.ROBUST_ACCURACY.items():
-            if arch != "ResNet18" or method not in by_method:
+            if arch != "ResNet18" or method not in by_method or method in methods_shown:
                 continue
             values = dict(zip(paper_results.ATTACK_COLUMNS, by_method[method]))
             attacks = {k: v for k, v in values.items() if k != "Clean"}
             rows.append({"method": method, "source": f"paper {table}, {dataset} {arch}", "ε": "8/255",
                          **{k: f"{100 * v:.2f}%" for k, v in values.items()}, "SOAE rank": _rank(attacks, "SOAE")})
+        methods_shown.add(method)
         for eps in main["config"]["eps"]:
             attacks = {name: _cell(records, model, eps, name) for name in paper_results.ATTACK_COLUMNS[1:]}
+            if all(value is None for value in attacks.values()):
+                continue  # this model was not run at this ε (merged runs)
             row = {"method": method, "source": f"ours, {model}", "ε": eps_label(eps),
                    "Clean": percent(info["clean_accuracy"]), **{k: percent(v) for k, v in attacks.items()},
                    "SOAE rank": _rank(attacks, "SOAE")}
@@ -234,6 +252,8 @@ def markdown(main: dict[str, Any], exact: dict[str, Any] | None = None, asod: di
               "iterations": "Figure 3: accuracy after each iteration"}
     for name, table in study_tables(main).items():
         parts.append(_markdown(titles[name], table, index=True))
+    for name, table in (study_tables(exact) if exact is not None else {}).items():
+        parts.append(_markdown(f"{titles[name]} — SOAE with exact Hessian-vector products", table, index=True))
     return "\n".join(parts)
 
 
@@ -241,13 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: print (or write with --out) the comparison tables."""
     parser = argparse.ArgumentParser(prog="python -m soae_core.reproduction_tables", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("main", help="results.json (or its folder) of the main evaluation run")
+    parser.add_argument("main", nargs="+", help="results.json (or its folder) of the main evaluation run(s), "
+                                                "merged in order (e.g. the bundled models, then another model)")
     parser.add_argument("--exact", default=None, help="a run of SOAE with --soae-hvp exact")
     parser.add_argument("--asod", default=None, help="a run of ASOD with another --asod-sigma")
     parser.add_argument("--out", type=Path, default=None, help="write here instead of printing")
     args = parser.parse_args(argv)
     try:
-        text = markdown(load_results(args.main), args.exact and load_results(args.exact),
+        text = markdown(merge_results([load_results(path) for path in args.main]), args.exact and load_results(args.exact),
                         args.asod and load_results(args.asod))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ from soae_core.evaluation_report import percent
 from soae_core.models import build_model, save_state_dict
 from soae_core.reproduction_tables import (
     _rank, accuracy_beside_paper, equal_budget, highest_quality_counts, krylov_beside_paper, load_results,
-    main, markdown, quality_beside_paper, study_tables)
+    main, markdown, merge_results, quality_beside_paper, study_tables)
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,29 @@ def test_bad_inputs_name_the_problem(tmp_path: Path, capsys) -> None:
         load_results(tmp_path / "other.json")
     assert main([str(tmp_path / "missing")]) == 2
     assert "no evaluation results" in capsys.readouterr().err
+
+
+def test_merge_keeps_every_run_and_shows_paper_rows_once(runs) -> None:
+    main_run, _ = runs
+    twin = json.loads(json.dumps(main_run))
+    twin["models"] = {"fmnist-cnn-std-copy": twin["models"]["fmnist-cnn-std"]}
+    for row in twin["attacks"] + [r for rows in twin["studies"].values() for r in rows]:
+        row["model"] = "fmnist-cnn-std-copy"
+    twin["config"]["eps"] = [0.2]
+    merged = merge_results([main_run, twin])
+    assert list(merged["models"]) == ["fmnist-cnn-std", "fmnist-cnn-std-copy"]
+    assert len(merged["attacks"]) == 2 * len(main_run["attacks"])
+    assert len(merged["studies"]["tau"]) == 2 * len(main_run["studies"]["tau"])
+    assert merged["config"]["eps"] == [8 / 255, 0.1, 0.2]
+    table = accuracy_beside_paper(merged)
+    assert (table["source"] == "paper Table I, MNIST ResNet18").sum() == 1  # both models are STD
+    assert (table["source"] == "ours, fmnist-cnn-std-copy").sum() == 2  # no empty row for ε = 0.2
+    with pytest.raises(ValueError, match="at least one run"):
+        merge_results([])
+
+
+def test_exact_run_studies_get_their_own_tables(runs) -> None:
+    main_run, exact_run = runs
+    with_studies = {**exact_run, "studies": main_run["studies"]}
+    text = markdown(main_run, with_studies)
+    assert "Figure 3: accuracy after each iteration — SOAE with exact Hessian-vector products" in text
