@@ -218,17 +218,12 @@ def _mean(values: np.ndarray) -> float | None:
     return float(finite.mean()) if finite.size else None
 
 
-def perturbation_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor) -> dict[str, Any]:
-    """Means over the perturbed images (δ ≠ 0) of the image-quality and location metrics."""
-    perturbed = (adv != x).flatten(1).any(dim=1)
-    summary: dict[str, Any] = {"perturbed_images": int(perturbed.sum())}
-    if not bool(perturbed.any()):
-        return summary
-    clean, changed, labels = x[perturbed], adv[perturbed], y[perturbed]
+def metric_means(model: nn.Module, clean: torch.Tensor, changed: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Means over the images of the image-quality and location metrics of ``changed`` against ``clean``."""
     norms = metrics.perturbation_norms(clean, changed)
     saliency_clean = metrics.attribution(model, clean, labels, "saliency")
     saliency_adv = metrics.attribution(model, changed, labels, "saliency")
-    summary.update({
+    return {
         "psnr_db": _mean(metrics.psnr(clean, changed)),
         "psnr_paper_db": _mean(metrics.psnr_paper_convention(clean, changed)),
         "ssim": _mean(metrics.ssim(clean, changed)),
@@ -240,7 +235,22 @@ def perturbation_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv
         "feature_distortion": {layer: _mean(values) for layer, values in
                                metrics.feature_distortion(model, clean, changed).items()},
         "saliency_similarity": _mean(metrics.attribution_similarity(saliency_clean, saliency_adv)),
-    })
+    }
+
+
+def perturbation_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor,
+                         batch_size: int = 1000) -> dict[str, Any]:
+    """Means of the image-quality and location metrics over the perturbed images (δ ≠ 0), and the same
+    under ``successful`` over the successful adversarial examples only (correct on x, wrong on adv) —
+    so that attacks which fool few images are not compared on their failures."""
+    perturbed = (adv != x).flatten(1).any(dim=1)
+    summary: dict[str, Any] = {"perturbed_images": int(perturbed.sum())}
+    if bool(perturbed.any()):
+        summary |= metric_means(model, x[perturbed], adv[perturbed], y[perturbed])
+    fooled = (_predict_all(model, x, batch_size) == y) & (_predict_all(model, adv, batch_size) != y)
+    summary["successful"] = {"images": int(fooled.sum())}
+    if bool(fooled.any()):
+        summary["successful"] |= metric_means(model, x[fooled], adv[fooled], y[fooled])
     return summary
 
 
@@ -286,7 +296,7 @@ def grid_record(config: EvalConfig, model: nn.Module, model_name: str, eps: floa
         "wall_time_s": run.wall_time_s,
         "budget_curve": [{"grad_evals": g, "accuracy": accuracy(p, y)} for g, p in run.points],
         "krylov": krylov_summary(run.traces),
-        **perturbation_summary(model, x, y, run.adv),
+        **perturbation_summary(model, x, y, run.adv, config.batch_size),
     }
 
 

@@ -203,11 +203,18 @@ def where_perturbation_goes(main: dict[str, Any]) -> dict[str, pd.DataFrame]:
     frame = pd.DataFrame(main["attacks"])
     frame["ε"] = frame["eps"].map(eps_label)
     frame["deepest layer distortion"] = [list(d.values())[-1] if d else None for d in frame["feature_distortion"]]
+    successful = [r.get("successful") or {} for r in main["attacks"]]
+    frame["edge alignment, successful only"] = [s.get("edge_alignment") for s in successful]
+    frame["deepest layer distortion, successful only"] = [
+        list(s["feature_distortion"].values())[-1] if s.get("feature_distortion") else None for s in successful]
     order = list(dict.fromkeys(frame["attack"]))
     tables = {}
-    for value in ("edge_alignment", "deepest layer distortion"):
-        table = frame.pivot_table(index=["model", "ε"], columns="attack", values=value, sort=False)[order]
-        tables[value] = table.round(3).reset_index()
+    for value in ("edge_alignment", "deepest layer distortion", "edge alignment, successful only",
+                  "deepest layer distortion, successful only"):
+        if frame[value].isna().all():
+            continue  # runs made before successful-only metrics existed
+        table = frame.pivot_table(index=["model", "ε"], columns="attack", values=value, sort=False, dropna=False)
+        tables[value] = table.reindex(columns=order).round(3).reset_index()
     return tables
 
 

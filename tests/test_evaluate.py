@@ -42,11 +42,16 @@ def test_cli_end_to_end_writes_markdown_json_html(untrained_weights: Path, tmp_p
         assert 0 <= record["robust_accuracy"] <= clean
         assert record["linf"] <= record["eps"] + 1e-6
         assert record["psnr_paper_db"] == pytest.approx(record["psnr_db"] + 20 * math.log10(255))
+    for record in records:  # successful-only metrics: images correct when clean and wrong when attacked
+        fooled = record["successful"]["images"]
+        assert round(2 * (clean - record["robust_accuracy"])) <= fooled <= round(2 * clean)
+        assert ("edge_alignment" in record["successful"]) == (fooled > 0)
     pgd = records[1]
     assert pgd["grad_evals_per_image"] == 20 and len(pgd["budget_curve"]) == 20
     assert set(pgd["feature_distortion"]) == {"features.0", "features.3", "classifier.1", "classifier.3"}
     report = (tmp_path / "report.md").read_text()
     assert "ε = 8/255" in report and "| fmnist-cnn-std |" in report and "PSNR, paper convention" in report
+    assert "over successful adversarial examples only" in report
     html = (tmp_path / "figures.html").read_text()
     assert "Accuracy versus gradient evaluations per image" in html and "plotly" in html.lower()
 

@@ -7,26 +7,21 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from soae_core import paper_results
 from soae_core.evaluate import main as evaluate_main
 from soae_core.evaluation_report import percent
-from soae_core.models import build_model, save_state_dict
 from soae_core.reproduction_tables import (
-    _rank, accuracy_beside_paper, equal_budget, highest_quality_counts, krylov_beside_paper, load_results,
-    main, markdown, merge_results, quality_beside_paper, study_tables)
+    _rank, accuracy_beside_paper, equal_budget, highest_quality_counts, krylov_beside_paper, load_results, main,
+    markdown, merge_results, quality_beside_paper, study_tables, where_perturbation_goes)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
-    """A main run (FGSM, PGD, SOAE; τ and iteration studies) and an exact-HVP SOAE run on 4 images."""
+    """A main run (FGSM, PGD, SOAE; τ and iteration studies) and an exact-HVP SOAE run on 4 test images,
+    with the bundled standard model (so that some attacks succeed)."""
     folder = tmp_path_factory.mktemp("runs")
-    torch.manual_seed(0)
-    weights = folder / "std.safetensors"
-    save_state_dict(build_model("fmnist-cnn-std"), weights)
-    base = ["--models", "fmnist-cnn-std", "--weights", f"fmnist-cnn-std={weights}", "--n", "4",
-            "--batch-size", "4", "--eps", "8/255", "0.1", "--quiet", "--soae-max-krylov", "3"]
+    base = ["--models", "fmnist-cnn-std", "--n", "4", "--batch-size", "4", "--eps", "8/255", "0.1", "--quiet", "--soae-max-krylov", "3"]
     assert evaluate_main(base + ["--attacks", "FGSM", "PGD", "SOAE", "--studies", "tau", "iterations",
                                  "--taus", "0.1", "0.001", "--study-max-krylov", "3", "--iteration-steps", "3",
                                  "--out", str(folder / "main")]) == 0
@@ -146,3 +141,17 @@ def test_exact_run_studies_get_their_own_tables(runs) -> None:
     with_studies = {**exact_run, "studies": main_run["studies"]}
     text = markdown(main_run, with_studies)
     assert "Figure 3: accuracy after each iteration — SOAE with exact Hessian-vector products" in text
+
+
+def test_location_tables_successful_only_when_recorded(runs) -> None:
+    main_run, _ = runs
+    tables = where_perturbation_goes(main_run)
+    assert list(tables) == ["edge_alignment", "deepest layer distortion", "edge alignment, successful only",
+                            "deepest layer distortion, successful only"]
+    soae = next(r for r in main_run["attacks"] if r["attack"] == "SOAE" and r["eps"] == 0.1)
+    row = tables["edge_alignment"].set_index("ε").loc["0.1"]
+    assert row["SOAE"] == round(soae["edge_alignment"], 3)
+    older = json.loads(json.dumps(main_run))
+    for record in older["attacks"]:
+        del record["successful"]
+    assert list(where_perturbation_goes(older)) == ["edge_alignment", "deepest layer distortion"]
