@@ -239,15 +239,16 @@ def metric_means(model: nn.Module, clean: torch.Tensor, changed: torch.Tensor, l
 
 
 def perturbation_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor,
-                         batch_size: int = 1000) -> dict[str, Any]:
+                         adv_predictions: torch.Tensor, batch_size: int = 1000) -> dict[str, Any]:
     """Means of the image-quality and location metrics over the perturbed images (δ ≠ 0), and the same
     under ``successful`` over the successful adversarial examples only (correct on x, wrong on adv) —
-    so that attacks which fool few images are not compared on their failures."""
+    so that attacks which fool few images are not compared on their failures. ``adv_predictions``
+    (N,) are the model's classes for ``adv`` (the attack's last budget point)."""
     perturbed = (adv != x).flatten(1).any(dim=1)
     summary: dict[str, Any] = {"perturbed_images": int(perturbed.sum())}
     if bool(perturbed.any()):
         summary |= metric_means(model, x[perturbed], adv[perturbed], y[perturbed])
-    fooled = (_predict_all(model, x, batch_size) == y) & (_predict_all(model, adv, batch_size) != y)
+    fooled = (_predict_all(model, x, batch_size) == y) & (adv_predictions != y)
     summary["successful"] = {"images": int(fooled.sum())}
     if bool(fooled.any()):
         summary["successful"] |= metric_means(model, x[fooled], adv[fooled], y[fooled])
@@ -296,7 +297,7 @@ def grid_record(config: EvalConfig, model: nn.Module, model_name: str, eps: floa
         "wall_time_s": run.wall_time_s,
         "budget_curve": [{"grad_evals": g, "accuracy": accuracy(p, y)} for g, p in run.points],
         "krylov": krylov_summary(run.traces),
-        **perturbation_summary(model, x, y, run.adv, config.batch_size),
+        **perturbation_summary(model, x, y, run.adv, run.points[-1][1], config.batch_size),
     }
 
 
@@ -417,7 +418,7 @@ def run_evaluation(config: EvalConfig, quiet: bool = False) -> dict[str, Any]:
         "config": asdict(config),
         "models": {name: {"clean_accuracy": clean[name], "method": get_model_info(name).method} for name in models},
         "attacks": records,
-        "studies": studies if config.studies else {},
+        "studies": studies,
     }
 
 

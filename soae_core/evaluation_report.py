@@ -99,6 +99,11 @@ def feature_table(results: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows).round(3)
 
 
+def deepest_layer(distortion: dict[str, float | None] | None) -> float | None:
+    """The last (deepest) layer's value of a per-layer feature-distortion dict; None if there is none."""
+    return list(distortion.values())[-1] if distortion else None
+
+
 def successful_table(results: dict[str, Any]) -> pd.DataFrame:
     """Quality and location metrics over the successful adversarial examples only (correct clean, wrong
     adversarial), with the deepest layer's feature distortion; empty for runs made before this existed."""
@@ -107,12 +112,11 @@ def successful_table(results: dict[str, Any]) -> pd.DataFrame:
         successful = r.get("successful")
         if successful is None:
             continue
-        distortion = successful.get("feature_distortion") or {}
         rows.append({"model": r["model"], "ε": eps_label(r["eps"]), "attack": r["attack"],
                      "fooled images": successful["images"], "PSNR (dB)": successful.get("psnr_db"),
                      "SSIM": successful.get("ssim"), "L2": successful.get("l2"),
                      "edge alignment": successful.get("edge_alignment"),
-                     "deepest layer distortion": list(distortion.values())[-1] if distortion else None})
+                     "deepest layer distortion": deepest_layer(successful.get("feature_distortion"))})
     return pd.DataFrame(rows).round(3)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from soae_core import paper_results
-from soae_core.evaluation_report import accuracy_at_budget, eps_label, percent
+from soae_core.evaluation_report import accuracy_at_budget, deepest_layer, eps_label, percent
 
 FIRST_ORDER = ("FGSM", "PGD", "AutoAttack")
 ITERATIONS_SHOWN = (1, 2, 3, 4, 5, 7, 10, 15, 20)
@@ -202,11 +202,11 @@ def where_perturbation_goes(main: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """Figure 4 quantified: edge alignment and deepest-layer feature distortion, rows model × ε, columns attacks."""
     frame = pd.DataFrame(main["attacks"])
     frame["ε"] = frame["eps"].map(eps_label)
-    frame["deepest layer distortion"] = [list(d.values())[-1] if d else None for d in frame["feature_distortion"]]
+    frame["deepest layer distortion"] = frame["feature_distortion"].map(deepest_layer)
     successful = [r.get("successful") or {} for r in main["attacks"]]
     frame["edge alignment, successful only"] = [s.get("edge_alignment") for s in successful]
-    frame["deepest layer distortion, successful only"] = [
-        list(s["feature_distortion"].values())[-1] if s.get("feature_distortion") else None for s in successful]
+    frame["deepest layer distortion, successful only"] = [deepest_layer(s.get("feature_distortion"))
+                                                           for s in successful]
     order = list(dict.fromkeys(frame["attack"]))
     tables = {}
     for value in ("edge_alignment", "deepest layer distortion", "edge alignment, successful only",
