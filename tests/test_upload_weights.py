@@ -4,6 +4,7 @@ architectures; pickles refused with the reason; size, key, shape and architectur
 from __future__ import annotations
 
 import builtins
+import hashlib
 import io
 import os
 import pickle
@@ -33,7 +34,9 @@ def test_upload_of_a_bundled_checkpoint_gives_the_same_model():
     images = load_samples("fashion_mnist").images[:20]
     with torch.no_grad():
         assert torch.equal(upload.model(images), load_model("fmnist-cnn-pgd")(images))
-    assert upload.info.name == "my weights.safetensors (small-cnn)" and upload.info.weights_path is None
+    digest = hashlib.sha256(_bytes("fmnist-cnn-pgd")).hexdigest()
+    assert upload.digest == digest and upload.info.weights_path is None
+    assert upload.info.name == f"my weights.safetensors (small-cnn, {digest[:8]})"
     assert upload.info.class_names[0] == "T-shirt/top" and upload.info.input_shape == (1, 28, 28)
     assert not upload.model.training and not any(p.requires_grad for p in upload.model.parameters())
 

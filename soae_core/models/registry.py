@@ -8,6 +8,7 @@ first load when the network allows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -211,12 +212,13 @@ def upload_architectures() -> dict[str, str]:
 @dataclass
 class UploadedModel:
     """A model built from an uploaded checkpoint: the frozen model, its registry-style record (``name``
-    "<file> (<architecture>)", ``weights_path`` None: the file is only in memory) and the file's
-    safetensors metadata."""
+    "<file> (<architecture>, <digest>)", unique per content; ``weights_path`` None: the file is only
+    in memory), the file's safetensors metadata and the SHA-256 hex digest of its bytes."""
 
     model: nn.Module
     info: ModelInfo
     metadata: dict[str, str]
+    digest: str
 
 
 def load_uploaded_model(architecture: str, data: bytes, filename: str, device: str | torch.device | None = None,
@@ -239,10 +241,11 @@ def load_uploaded_model(architecture: str, data: bytes, filename: str, device: s
         raise ValueError(f"{Path(filename).name!r} holds weights for the {recorded!r} architecture "
                          f"(its metadata says so), not {spec.architecture!r}; choose {recorded!r} or another file")
     model = _frozen(spec, state, spec.architecture, device, dtype)
-    name = f"{Path(filename).name} ({spec.architecture})"
+    digest = hashlib.sha256(bytes(data)).hexdigest()
+    name = f"{Path(filename).name} ({spec.architecture}, {digest[:8]})"
     info = ModelInfo(name=name, dataset=spec.dataset, architecture=spec.architecture, input_shape=spec.input_shape,
                      num_classes=len(spec.class_names), class_names=spec.class_names,
                      method=metadata.get("method", "unknown"), available=True, reason="",
                      description=f"Your upload: {spec.architecture} weights from {Path(filename).name}.",
                      weights_path=None)
-    return UploadedModel(model=model, info=info, metadata=metadata)
+    return UploadedModel(model=model, info=info, metadata=metadata, digest=digest)
