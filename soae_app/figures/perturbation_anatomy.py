@@ -1,5 +1,5 @@
-"""Plotly figures of the analysis pages (Perturbation Anatomy, Compare & Sweeps, How SOAE works):
-pure functions of what soae_core computed. Image panels keep pixels square and rows top-down."""
+"""Figures of the Perturbation Anatomy page (pure functions of
+:mod:`soae_core.analysis.perturbation_anatomy`'s results). Image panels keep pixels square and rows top-down."""
 
 from __future__ import annotations
 
@@ -8,18 +8,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from soae_app.figures import PALETTE, _layout
-from soae_core.anatomy import Anatomy
-from soae_core.landscape import LossLine, LossPlane
-from soae_core.toy2d import TOY_CLASSES, LossGrid, ToyStep
+from soae_app.figures.common import attack_colour, delta_limit, layout
+from soae_core.analysis.perturbation_anatomy import Anatomy
 
 # |δ|: white where δ = 0, vermilion at |δ| = ε.
 DELTA_SCALE = [[0.0, "#ffffff"], [1.0, "#D55E00"]]
-# One colour per attack on every chart of these pages.
-ATTACK_COLOURS = {"SOAE": PALETTE[0], "FGSM": PALETTE[1], "PGD": PALETTE[2], "AutoAttack": PALETTE[3],
-                  "ASOD": PALETTE[4]}
-# Pale region colours for the toy's three classes (same order as PALETTE's first three).
-REGION_COLOURS = ("#cfe3f3", "#fbe6bf", "#c7eadf")
 
 
 def _image_grid(rows: int, cols: int, row_titles: list[str], col_titles: list[str]) -> go.Figure:
@@ -47,7 +40,7 @@ def edges_figure(anatomy: Anatomy, eps: float) -> go.Figure:
     (bottom row), the masks edge alignment uses."""
     names = [a.name for a in anatomy.attacks]
     figure = _image_grid(2, len(names), ["Canny edges □", "Sobel edges □"], names)
-    limit = max(eps * 255, 1e-3)
+    limit = delta_limit(eps)
     size = _edge_marker_size(anatomy.canny.shape, len(names))
     for column, attack in enumerate(anatomy.attacks, start=1):
         for row, mask in ((1, anatomy.canny), (2, anatomy.sobel_edges)):
@@ -60,7 +53,7 @@ def edges_figure(anatomy: Anatomy, eps: float) -> go.Figure:
             figure.add_trace(go.Scatter(x=cols, y=rows, mode="markers", hoverinfo="skip", showlegend=False,
                                         marker={"symbol": "square-open", "size": size, "color": "#111827",
                                                 "line": {"width": 1.2}}), row=row, col=column)
-    return _layout(figure, _panel_height(2, len(names)),
+    return layout(figure, _panel_height(2, len(names)),
                    title={"text": "Size of the perturbation |δ| (colour) and the original's edge pixels (□)"})
 
 
@@ -72,7 +65,7 @@ def distortion_figure(table: pd.DataFrame) -> go.Figure:
                                     line={"color": attack_colour(name, k), "width": 3}, marker={"size": 10}))
     figure.update_xaxes(title="layer (input → output)")
     figure.update_yaxes(title="‖F(x_adv) − F(x)‖ / ‖F(x)‖", rangemode="tozero", tickformat=".0%")
-    return _layout(figure, 360, title={"text": "How much each layer's features change"})
+    return layout(figure, 360, title={"text": "How much each layer's features change"})
 
 
 def feature_maps_figure(anatomy: Anatomy, layer: str) -> go.Figure:
@@ -92,7 +85,7 @@ def feature_maps_figure(anatomy: Anatomy, layer: str) -> go.Figure:
             figure.add_trace(go.Heatmap(z=change[column], colorscale="RdBu_r", zmin=-top, zmax=top, zmid=0,
                                         showscale=False, hovertemplate="change %{z:.3f}<extra></extra>"),
                              row=row, col=column + 1)
-    return _layout(figure, _panel_height(1 + len(changes), len(channels), width=540),
+    return layout(figure, _panel_height(1 + len(changes), len(channels), width=540),
                    title={"text": f"Layer {layer}: original maps and the change each attack makes"})
 
 
@@ -109,7 +102,7 @@ def attribution_figure(anatomy: Anatomy) -> go.Figure:
                                     showscale=False, hovertemplate="%{z:.3g}<extra></extra>"), row=row, col=1)
         figure.add_trace(go.Heatmap(z=integrated, colorscale="RdBu_r", zmin=-ig_top, zmax=ig_top, zmid=0,
                                     showscale=False, hovertemplate="%{z:.3g}<extra></extra>"), row=row, col=2)
-    return _layout(figure, _panel_height(len(rows), 2, width=520),
+    return layout(figure, _panel_height(len(rows), 2, width=520),
                    title={"text": "Attributions (IG: red supports, blue opposes the class)"})
 
 
@@ -124,192 +117,5 @@ def delta_spectrum_figure(anatomy: Anatomy) -> go.Figure:
                                     showscale=column == 1, colorbar={"title": {"text": "log₁₀|F(δ)|"}},
                                     hovertemplate="%{z:.2f}<extra></extra>"), row=1, col=column)
     figure.update_yaxes(autorange=True)  # frequencies: no image orientation
-    return _layout(figure, _panel_height(1, len(names)),
+    return layout(figure, _panel_height(1, len(names)),
                    title={"text": "Spectrum of δ (centre: low frequencies; corners: the finest patterns)"})
-
-
-# ---------------------------------------------------------------------------------- compare
-def attack_colour(name: str, position: int = 0) -> str:
-    """The attack's colour (:data:`ATTACK_COLOURS`); other names take a palette colour by position."""
-    return ATTACK_COLOURS.get(name, PALETTE[(5 + position) % len(PALETTE)])
-
-
-def budget_figure(table: pd.DataFrame, clean_accuracy: float) -> go.Figure:
-    """Accuracy after each recorded step versus gradient evaluations per image (log axis), one
-    line per attack, the clean accuracy dotted: lower is a stronger attack at that cost."""
-    figure = go.Figure()
-    names = list(dict.fromkeys(table["Attack"]))
-    for k, name in enumerate(names):
-        rows = table[(table["Attack"] == name) & (table["Gradient evals / image"] > 0)]
-        figure.add_trace(go.Scatter(x=rows["Gradient evals / image"], y=rows["Accuracy"], mode="lines+markers",
-                                    name=name, line={"color": attack_colour(name, k), "width": 3},
-                                    marker={"size": 9}, customdata=rows["Step"],
-                                    hovertemplate=f"{name}, step %{{customdata}}: %{{x:.1f}} gradients, "
-                                                  "accuracy %{y:.1%}<extra></extra>"))
-    figure.add_hline(y=clean_accuracy, line={"dash": "dot", "color": "#111827"},
-                     annotation_text=f"clean {clean_accuracy:.0%}", annotation_position="top right")
-    figure.update_xaxes(type="log", title="gradient evaluations per image (log scale)")
-    figure.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.05])
-    return _layout(figure, 420, title={"text": "Equal budget: accuracy vs gradient evaluations"})
-
-
-def eta_figure(table: pd.DataFrame) -> go.Figure:
-    """SOAE accuracy versus the finite-difference step η (paper Figure 1)."""
-    figure = go.Figure(go.Scatter(x=table["η"], y=table["Accuracy"], mode="lines+markers",
-                                  line={"color": PALETTE[0], "width": 3}, marker={"size": 10}))
-    figure.update_xaxes(type="log", title="η", exponentformat="power")
-    figure.update_yaxes(title="accuracy under SOAE", tickformat=".0%", range=[0, 1.05])
-    return _layout(figure, 380, title={"text": "Accuracy vs η (paper Fig. 1)"})
-
-
-def tau_figure(table: pd.DataFrame) -> go.Figure:
-    """SOAE accuracy (left axis) and cost relative to the largest τ (right axis: wall time, as in
-    the paper's Figure 2, and gradient evaluations, which do not depend on the machine's load)."""
-    figure = make_subplots(specs=[[{"secondary_y": True}]])
-    figure.add_trace(go.Scatter(x=table["τ"], y=table["Accuracy"], mode="lines+markers", name="accuracy",
-                                line={"color": PALETTE[0], "width": 3}, marker={"size": 10}), secondary_y=False)
-    for column, name, dash, symbol in [("Time ÷ time at the largest τ", "time ÷ at the largest τ", "dash", "square"),
-                                       ("Gradient evals ÷ at the largest τ", "gradient evaluations ÷ at the largest τ",
-                                        "dot", "diamond")]:
-        figure.add_trace(go.Scatter(x=table["τ"], y=table[column], mode="lines+markers", name=name,
-                                    line={"color": PALETTE[4], "width": 3, "dash": dash},
-                                    marker={"size": 10, "symbol": symbol}), secondary_y=True)
-    figure.update_xaxes(type="log", title="τ", exponentformat="power", autorange="reversed")
-    figure.update_yaxes(title_text="accuracy under SOAE", tickformat=".0%", range=[0, 1.05], secondary_y=False)
-    figure.update_yaxes(title_text="relative cost", rangemode="tozero", tickformat=".1f", showgrid=False,
-                        secondary_y=True)
-    return _layout(figure, 400, title={"text": "Accuracy and cost vs τ (paper Fig. 2)"},
-                   legend={"orientation": "h", "y": -0.25})
-
-
-def steps_figure(table: pd.DataFrame) -> go.Figure:
-    """Accuracy after each iteration of PGD and SOAE (paper Figure 3)."""
-    figure = go.Figure()
-    names = list(dict.fromkeys(table["Attack"]))
-    for k, name in enumerate(names):
-        rows = table[table["Attack"] == name]
-        figure.add_trace(go.Scatter(x=rows["Iteration"], y=rows["Accuracy"], mode="lines+markers", name=name,
-                                    line={"color": attack_colour(name, k), "width": 3}, marker={"size": 8}))
-    figure.update_xaxes(title="iteration N", dtick=2)
-    figure.update_yaxes(title="accuracy", tickformat=".0%", range=[0, 1.05])
-    return _layout(figure, 380, title={"text": "Accuracy vs iterations (paper Fig. 3)"})
-
-
-# ---------------------------------------------------------------------------------- how it works
-def _arrow(figure: go.Figure, start: np.ndarray, end: np.ndarray, colour: str, text: str) -> None:
-    """An arrow from start to end with its label just beyond the head."""
-    figure.add_annotation(x=end[0], y=end[1], ax=start[0], ay=start[1], xref="x", yref="y", axref="x", ayref="y",
-                          showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=3, arrowcolor=colour, text="")
-    beyond = end + 0.18 * (end - start)
-    figure.add_annotation(x=beyond[0], y=beyond[1], xref="x", yref="y", showarrow=False, text=f"<b>{text}</b>",
-                          font={"color": colour, "size": 15}, bgcolor="rgba(255,255,255,0.75)")
-
-
-def _levels(values: np.ndarray, count: int = 14) -> dict:
-    low, high = float(np.nanmin(values)), float(np.nanmax(values))
-    return {"start": low, "end": high, "size": max((high - low) / count, 1e-9)}
-
-
-def toy_figure(grid: LossGrid, step: ToyStep, show_quadratic: bool, click_points: int = 41) -> go.Figure:
-    """The toy's loss contours for the chosen class over its decision regions, the point p, the
-    L∞ box of radius ε, unit arrows along g, the GMRES iterates and H⁻¹g, the candidate steps,
-    and (optionally) the quadratic model's contours (dashed, within 3ε of p). A grid of faint dots
-    makes every spot clickable."""
-    figure = go.Figure()
-    regions = [[0.0, REGION_COLOURS[0]], [1 / 3, REGION_COLOURS[0]], [1 / 3, REGION_COLOURS[1]],
-               [2 / 3, REGION_COLOURS[1]], [2 / 3, REGION_COLOURS[2]], [1.0, REGION_COLOURS[2]]]
-    figure.add_trace(go.Heatmap(x=grid.xs, y=grid.ys, z=grid.prediction, zmin=-0.5, zmax=2.5, colorscale=regions,
-                                showscale=False, hoverinfo="skip"))
-    levels = _levels(grid.loss)
-    figure.add_trace(go.Contour(x=grid.xs, y=grid.ys, z=grid.loss, contours={**levels, "coloring": "lines",
-                                                                              "showlabels": True},
-                                line={"width": 1.5}, colorscale=[[0, "#6b7280"], [1, "#111827"]], showscale=False,
-                                name="loss L", hovertemplate="L = %{z:.2f}<extra></extra>"))
-    p, eps = step.point, step.eps
-    if show_quadratic:
-        # Q is a local model: drawn only within 3ε of p (it is a poor guide further out).
-        xx, yy = np.meshgrid(grid.xs, grid.ys)
-        near = np.maximum(np.abs(xx - p[0]), np.abs(yy - p[1])) <= 3 * eps
-        figure.add_trace(go.Contour(x=grid.xs, y=grid.ys, z=np.where(near, step.quadratic_grid(grid), np.nan),
-                                    contours={**levels, "coloring": "lines"}, line={"width": 2, "dash": "dash"},
-                                    colorscale=[[0, PALETTE[3]], [1, PALETTE[3]]], showscale=False,
-                                    name="quadratic model Q", hovertemplate="Q = %{z:.2f}<extra></extra>"))
-    box_x = np.clip([p[0] - eps, p[0] + eps], 0, 1)
-    box_y = np.clip([p[1] - eps, p[1] + eps], 0, 1)
-    figure.add_shape(type="rect", x0=box_x[0], x1=box_x[1], y0=box_y[0], y1=box_y[1],
-                     line={"color": "#111827", "width": 2, "dash": "dot"})
-    length = 1.6 * eps
-    for vector, colour, text in [(step.gradient, PALETTE[0], "g"), (step.direction, PALETTE[4], "H⁻¹g")]:
-        norm = np.linalg.norm(vector)
-        if norm > 0:
-            _arrow(figure, p, p + length * vector / norm, colour, text)
-    iterates = step.gmres_iterates[1:-1]
-    if len(iterates):
-        tips = np.array([p + 0.8 * length * v / max(np.linalg.norm(v), 1e-300) for v in step.gmres_iterates])
-        figure.add_trace(go.Scatter(x=tips[:, 0], y=tips[:, 1], mode="lines+markers+text", name="GMRES iterates",
-                                    text=[f"δ{j}" for j in range(len(tips))], textposition="top center",
-                                    line={"color": PALETTE[2], "width": 2, "dash": "dot"},
-                                    marker={"size": 9, "color": PALETTE[2]}))
-    symbols = ("diamond", "star", "triangle-up", "x")
-    for k, candidate in enumerate(step.candidates):
-        figure.add_trace(go.Scatter(x=[candidate.point[0]], y=[candidate.point[1]], mode="markers",
-                                    name=candidate.name, marker={"size": 15, "symbol": symbols[k % len(symbols)],
-                                                                 "color": PALETTE[(k + 4) % len(PALETTE)],
-                                                                 "line": {"width": 1.5, "color": "white"}},
-                                    hovertemplate=f"{candidate.name}<br>L = {candidate.loss:.3f}, "
-                                                  f"Q = {candidate.quadratic:.3f}<extra></extra>"))
-    figure.add_trace(go.Scatter(x=[p[0]], y=[p[1]], mode="markers", name="p (click to move)",
-                                marker={"size": 14, "color": "#111827", "line": {"width": 2, "color": "white"}}))
-    axis = np.linspace(0, 1, click_points)
-    xx, yy = np.meshgrid(axis, axis)
-    figure.add_trace(go.Scatter(x=xx.ravel(), y=yy.ravel(), mode="markers", name="click target",
-                                marker={"size": 9, "color": "rgba(0,0,0,0.025)"}, showlegend=False,
-                                hovertemplate="move p to (%{x:.3f}, %{y:.3f})<extra></extra>"))
-    figure.update_xaxes(range=[0, 1], title="x₁", constrain="domain")
-    figure.update_yaxes(range=[0, 1], title="x₂", scaleanchor="x", constrain="domain")
-    return _layout(figure, 640, title={"text": f"Loss of {TOY_CLASSES[step.label]} (contours) over the decision regions"},
-                   legend={"orientation": "h", "y": -0.12}, clickmode="event+select", dragmode=False)
-
-
-def line_figure(along_gradient: LossLine, along_soae: LossLine, radius: float) -> go.Figure:
-    """Two panels: the loss (solid) and its quadratic model (dashed) along g and along H⁻¹g;
-    dotted verticals at ±radius, where the ε-ball's corners are."""
-    figure = make_subplots(rows=1, cols=2, subplot_titles=["along the gradient g", "along SOAE's H⁻¹g"],
-                           horizontal_spacing=0.08)
-    for column, line in enumerate((along_gradient, along_soae), start=1):
-        figure.add_trace(go.Scatter(x=line.offsets, y=line.loss, mode="lines", name="loss L",
-                                    line={"color": PALETTE[0], "width": 3}, showlegend=column == 1), row=1, col=column)
-        figure.add_trace(go.Scatter(x=line.offsets, y=line.quadratic, mode="lines", name="quadratic model Q",
-                                    line={"color": PALETTE[3], "width": 3, "dash": "dash"}, showlegend=column == 1),
-                         row=1, col=column)
-        for x in (-radius, radius):
-            figure.add_vline(x=x, line={"color": "#6b7280", "dash": "dot"}, row=1, col=column)
-        figure.update_xaxes(title="t (Euclidean distance, pixel units)", row=1, col=column)
-    low = min(float(line.loss.min()) for line in (along_gradient, along_soae))
-    high = max(float(line.loss.max()) for line in (along_gradient, along_soae))
-    margin = 0.1 * max(high - low, 1e-3)
-    figure.update_yaxes(title="cross-entropy", range=[low - margin, high + margin])
-    return _layout(figure, 400, title={"text": "Loss along a line through the image"},
-                   legend={"orientation": "h", "y": -0.25})
-
-
-def plane_figure(plane: LossPlane) -> go.Figure:
-    """Filled contours of the loss on the plane of g and H⁻¹g, the quadratic model's contours
-    (dashed), and unit arrows along g and H⁻¹g from the image (the origin)."""
-    figure = go.Figure()
-    levels = _levels(plane.loss)
-    figure.add_trace(go.Contour(x=plane.a, y=plane.b, z=plane.loss, contours=levels, colorscale="Blues",
-                                colorbar={"title": {"text": "loss"}}, name="loss",
-                                hovertemplate="a %{x:.2f}, b %{y:.2f}: L = %{z:.3f}<extra></extra>"))
-    figure.add_trace(go.Contour(x=plane.a, y=plane.b, z=plane.quadratic, contours={**levels, "coloring": "lines"},
-                                line={"width": 2, "dash": "dash"}, colorscale=[[0, PALETTE[3]], [1, PALETTE[3]]],
-                                showscale=False, name="quadratic model Q",
-                                hovertemplate="Q = %{z:.3f}<extra></extra>"))
-    length = 0.6 * float(plane.a.max())
-    origin = np.zeros(2)
-    _arrow(figure, origin, np.array([length, 0.0]), PALETTE[4], "g")
-    _arrow(figure, origin, length * plane.soae_coords, "#111827", "H⁻¹g")
-    figure.update_xaxes(title="a: along g", constrain="domain")
-    figure.update_yaxes(title="b: ⟂ g, towards H⁻¹g", scaleanchor="x", constrain="domain")
-    return _layout(figure, 520, title={"text": "Loss on the plane of g and H⁻¹g (dashed: quadratic model)"})
-

@@ -1,7 +1,5 @@
-"""Evaluation CLI: models × attacks × ε on n test images → Markdown, JSON and plotly HTML.
-
-    python -m soae_core.evaluate --models fmnist-cnn-std fmnist-cnn-pgd --eps 8/255 0.1 --n 1000 \
-        --studies eta tau iterations --out runs/reproduction
+"""Evaluation: models × attacks × ε on n test images → JSON-ready results (the reports are
+:mod:`soae_core.experiments.evaluation_report`'s; ``python -m soae_core.evaluate`` is the command line).
 
 Main grid (every model, attack and ε): clean and robust accuracy (the layout of the paper's
 Tables I/II), cost (gradient evaluations per image, forward passes, wall time), accuracy versus
@@ -17,15 +15,12 @@ finite-difference step η (Figure 1); ``tau`` — accuracy, time and Krylov dime
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,11 +28,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from soae_core import data, metrics
-from soae_core.attacks import ATTACKS, SOAE, Attack, AttackResult
+from soae_core import attacks, data, metrics
+from soae_core.attacks import ATTACKS, Attack, AttackResult, budget_points
 from soae_core.attacks.counting import BudgetTrace
 from soae_core.attacks.soae import SOAETrace
-from soae_core.machine import describe_machine
+from soae_core.defaults import PAPER_EPS, STUDY_ETAS, STUDY_TAUS
+from soae_core.experiments.machine import describe_machine
 from soae_core.models import get_model_info, load_model
 from soae_core.validation import check_choice, check_int, check_positive
 
@@ -45,8 +41,6 @@ DATA_SOURCES = ("test", "samples")
 STUDIES = ("eta", "tau", "iterations")
 TEST_SET_LOADERS = {"fashion_mnist": data.load_fashion_mnist, "mnist": data.load_mnist, "cifar10": data.load_cifar10}
 DEFAULT_MODELS = ["fmnist-cnn-std", "fmnist-cnn-pgd", "fmnist-cnn-trades", "fmnist-cnn-soat"]
-DEFAULT_ETAS = [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
-DEFAULT_TAUS = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
 
 
 @dataclass
@@ -61,7 +55,7 @@ class EvalConfig:
 
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     attacks: list[str] = field(default_factory=lambda: ["FGSM", "PGD", "AutoAttack", "ASOD", "SOAE"])
-    eps: list[float] = field(default_factory=lambda: [8 / 255])
+    eps: list[float] = field(default_factory=lambda: [PAPER_EPS])
     n: int = 1000
     data: str = "test"
     batch_size: int = 500
@@ -71,8 +65,8 @@ class EvalConfig:
     studies: list[str] = field(default_factory=list)
     study_n: int = 200
     study_models: list[str] | None = None
-    etas: list[float] = field(default_factory=lambda: list(DEFAULT_ETAS))
-    taus: list[float] = field(default_factory=lambda: list(DEFAULT_TAUS))
+    etas: list[float] = field(default_factory=lambda: list(STUDY_ETAS))
+    taus: list[float] = field(default_factory=lambda: list(STUDY_TAUS))
     study_max_krylov: int = 100
     iteration_steps: int = 20
     seed: int = 0
@@ -104,14 +98,6 @@ class EvalConfig:
         return self
 
 
-def parse_fraction(text: str) -> float:
-    """'8/255' or '0.1' → float; ValueError otherwise."""
-    try:
-        return float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"expected a number such as 0.1 or 8/255, got {text!r}") from None
-
-
 # ---------------------------------------------------------------------------------- inputs
 def load_eval_images(dataset: str, source: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n images (n, C, H, W) in [0, 1] and labels (n,) of the test split or bundled samples."""
@@ -139,13 +125,9 @@ def load_models(config: EvalConfig) -> tuple[dict[str, nn.Module], str]:
 
 def make_attack(name: str, model: nn.Module, eps: float, config: EvalConfig, **overrides: Any) -> Attack:
     """The attack ``name`` with the run's settings (``overrides`` win; SOAE keeps no images)."""
-    if name == "SOAE":
-        return SOAE(model, eps=eps, **{"keep_images": False, **config.soae, **overrides})
-    if name == "ASOD":
-        return ATTACKS[name](model, eps=eps, sigma=config.asod_sigma, seed=config.seed, **overrides)
-    if name == "AutoAttack":
-        return ATTACKS[name](model, eps=eps, seed=config.seed, **overrides)
-    return ATTACKS[name](model, eps=eps, **overrides)
+    settings: dict[str, Any] = {"SOAE": {"keep_images": False, **config.soae}, "AutoAttack": {"seed": config.seed},
+                                "ASOD": {"sigma": config.asod_sigma, "seed": config.seed}}.get(name, {})
+    return attacks.make_attack(name, model, eps=eps, **{**settings, **overrides})
 
 
 # ---------------------------------------------------------------------------------- running
@@ -163,25 +145,6 @@ class BatchedRun:
     wall_time_s: float
     points: list[tuple[float, torch.Tensor]]
     traces: list[Any]
-
-
-def budget_points(result: AttackResult) -> list[tuple[float, torch.Tensor]]:
-    """(cumulative gradient evaluations per image, predictions (B,)) after each recorded step.
-
-    SOAE: the mean over the batch of each image's cumulative gradient evaluations (the
-    engine's per-sample counts: 1 gradient + its Hessian-vector products per iteration).
-    Baselines: from their :class:`BudgetTrace`.
-    """
-    trace = result.trace
-    if isinstance(trace, SOAETrace):
-        points, spent = [], 0.0
-        for it in trace.iterations:
-            spent += float(it.grad_evals_per_sample.double().mean())
-            points.append((spent, it.prediction))
-        return points
-    if isinstance(trace, BudgetTrace):
-        return [(float(g), p) for g, p in zip(trace.grad_evals, trace.predictions)]
-    raise ValueError(f"cannot read a budget curve from a {type(trace).__name__} trace")
 
 
 def forward_passes(result: AttackResult, batch_size: int) -> float:
@@ -248,7 +211,7 @@ def perturbation_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv
     summary: dict[str, Any] = {"perturbed_images": int(perturbed.sum())}
     if bool(perturbed.any()):
         summary |= metric_means(model, x[perturbed], adv[perturbed], y[perturbed])
-    fooled = (_predict_all(model, x, batch_size) == y) & (adv_predictions != y)
+    fooled = (metrics.predictions(model, x, batch_size) == y) & (adv_predictions != y)
     summary["successful"] = {"images": int(fooled.sum())}
     if bool(fooled.any()):
         summary["successful"] |= metric_means(model, x[fooled], adv[fooled], y[fooled])
@@ -271,11 +234,6 @@ def krylov_summary(traces: list[Any]) -> dict[str, float] | None:
 def accuracy(predictions: torch.Tensor, y: torch.Tensor) -> float:
     """Share of predictions equal to the labels, in [0, 1]."""
     return float((predictions == y).double().mean())
-
-
-def _predict_all(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
 
 
 # A cell is one unit of work: ("grid", model, ε, attack) or (study, model, value) with study in STUDIES.
@@ -394,14 +352,14 @@ def run_cells(config: EvalConfig, models: dict[str, nn.Module], x: torch.Tensor,
 
 
 def run_evaluation(config: EvalConfig, quiet: bool = False) -> dict[str, Any]:
-    """Run the grid and the studies; returns the JSON-ready results (see :mod:`soae_core.evaluation_report`)."""
+    """Run the grid and the studies; returns the JSON-ready results (see :mod:`soae_core.experiments.evaluation_report`)."""
     config.validate()
     started = time.perf_counter()
     started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
     machine_at_start = describe_machine()
     models, dataset = load_models(config)
     x, y = load_eval_images(dataset, config.data, config.n)
-    clean = {name: accuracy(_predict_all(model, x, config.batch_size), y) for name, model in models.items()}
+    clean = {name: accuracy(metrics.predictions(model, x, config.batch_size), y) for name, model in models.items()}
     cells = plan_cells(config)
     outcomes, grid_seconds = run_cells(config, models, x, y, cells, quiet)
     records = [outcome for cell, outcome in zip(cells, outcomes) if cell[0] == "grid"]
@@ -420,81 +378,3 @@ def run_evaluation(config: EvalConfig, quiet: bool = False) -> dict[str, Any]:
         "attacks": records,
         "studies": studies,
     }
-
-
-# ---------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface (``python -m soae_core.evaluate --help``)."""
-    parser = argparse.ArgumentParser(prog="python -m soae_core.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="registry model names")
-    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), help=f"among {', '.join(ATTACKS)}")
-    parser.add_argument("--eps", nargs="+", type=parse_fraction, default=[8 / 255], help="L∞ budgets, e.g. 8/255 0.1")
-    parser.add_argument("--n", type=int, default=1000, help="number of test images (the first n)")
-    parser.add_argument("--data", choices=DATA_SOURCES, default="test", help="test split or bundled samples")
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--weights", nargs="*", default=[], metavar="NAME=PATH", help="override a model's weights")
-    parser.add_argument("--soae-hvp", default=None, help="finite_difference (paper), central_difference or exact")
-    parser.add_argument("--soae-eta", type=float, default=None)
-    parser.add_argument("--soae-tau", type=float, default=None)
-    parser.add_argument("--soae-steps", type=int, default=None)
-    parser.add_argument("--soae-max-krylov", type=int, default=None)
-    parser.add_argument("--soae-step-rule", default=None, help="sign, linf or raw")
-    parser.add_argument("--asod-sigma", type=parse_fraction, default=0.7, help="0.7 (MNIST), 100/255 (CIFAR-10)")
-    parser.add_argument("--studies", nargs="*", default=[], choices=STUDIES)
-    parser.add_argument("--study-n", type=int, default=200)
-    parser.add_argument("--study-models", nargs="+", default=None)
-    parser.add_argument("--etas", nargs="+", type=float, default=DEFAULT_ETAS)
-    parser.add_argument("--taus", nargs="+", type=float, default=DEFAULT_TAUS)
-    parser.add_argument("--study-max-krylov", type=int, default=100)
-    parser.add_argument("--iteration-steps", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("runs/evaluation"), help="output folder")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice; 1 is faster on a crowded machine)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="worker processes running cells side by side (2 uses both cores here)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    """An :class:`EvalConfig` from parsed arguments (ValueError for a malformed NAME=PATH)."""
-    weights = {}
-    for item in args.weights:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--weights entries must look like NAME=PATH, got {item!r}")
-        weights[name] = path
-    soae = {key: value for key, value in {
-        "hvp": args.soae_hvp, "eta": args.soae_eta, "tau": args.soae_tau, "steps": args.soae_steps,
-        "max_krylov": args.soae_max_krylov, "step_rule": args.soae_step_rule}.items() if value is not None}
-    return EvalConfig(models=args.models, attacks=args.attacks, eps=args.eps, n=args.n, data=args.data,
-                      batch_size=args.batch_size, weights=weights, soae=soae, asod_sigma=args.asod_sigma,
-                      studies=args.studies, study_n=args.study_n, study_models=args.study_models,
-                      etas=args.etas, taus=args.taus, study_max_krylov=args.study_max_krylov,
-                      iteration_steps=args.iteration_steps, seed=args.seed, jobs=args.jobs)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse, run, write report.md, results.json and figures.html into --out."""
-    from soae_core.evaluation_report import write_reports
-
-    args = build_parser().parse_args(argv)
-    try:
-        config = config_from_args(args).validate()
-        if args.threads is not None:
-            torch.set_num_threads(check_int("threads", args.threads))
-        # Bad SOAE settings should fail now, not after an hour of baselines: build one on a stand-in.
-        make_attack("SOAE", nn.Linear(1, 1), 0.1, config)
-        results = run_evaluation(config, quiet=args.quiet)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    paths = write_reports(results, args.out)
-    print("\n".join(str(p) for p in paths))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

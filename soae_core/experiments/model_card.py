@@ -1,18 +1,12 @@
-"""Model cards: the evaluation numbers and machine facts written beside each checkpoint.
-
-``python -m soae_core.model_card --model fmnist-cnn-pgd`` re-evaluates a bundled checkpoint and
-updates the evaluation fields of its card (e.g. after the SOAE engine changed), keeping the
-training record.
-"""
+"""Model cards: the evaluation numbers written beside each checkpoint (by training, and by
+``python -m soae_core.model_card``, which re-evaluates a bundled checkpoint)."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,31 +14,13 @@ from torch import nn
 from tqdm import tqdm
 
 from soae_core.data import load_fashion_mnist, load_samples
+from soae_core.defaults import DEFAULT_MAX_KRYLOV, PAPER_EPS, PAPER_STEPS, PAPER_TAU
+from soae_core.experiments.machine import machine_facts
+from soae_core.metrics import accuracy, predictions
 
-PAPER_EPS = 8 / 255
-SOAE_EVAL_SETTINGS = {"steps": 4, "hvp": "exact", "tau": 1e-3, "max_krylov": 30, "step_rule": "sign"}
-
-
-def machine_description() -> dict[str, Any]:
-    """CPU model, core count, OS and library versions of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "os": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
-
-
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    """Fraction of ``images`` (N, C, H, W) in [0, 1] that ``model`` classifies as ``labels``."""
-    correct = 0
-    with torch.no_grad():
-        for begin in range(0, len(labels), batch_size):
-            logits = model(images[begin:begin + batch_size])
-            correct += int((logits.argmax(1) == labels[begin:begin + batch_size]).sum())
-    return correct / len(labels)
+# SOAE as the cards evaluate it: the paper's N and τ with exact products and the sign step.
+SOAE_EVAL_SETTINGS = {"steps": PAPER_STEPS, "hvp": "exact", "tau": PAPER_TAU, "max_krylov": DEFAULT_MAX_KRYLOV,
+                      "step_rule": "sign"}
 
 
 def robust_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack: Any,
@@ -54,9 +30,7 @@ def robust_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     for begin in tqdm(range(0, len(labels), batch_size), desc=desc, disable=not progress, file=sys.stderr,
                       mininterval=2.0):
         x, y = images[begin:begin + batch_size], labels[begin:begin + batch_size]
-        adv = attack(x, y).adv
-        with torch.no_grad():
-            correct += int((model(adv).argmax(1) == y).sum())
+        correct += int((predictions(model, attack(x, y).adv) == y).sum())
     return correct / len(labels)
 
 
@@ -99,31 +73,14 @@ def evaluate_for_card(model: nn.Module, eps: float, test_subset: int | None = No
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Re-evaluate a bundled checkpoint and rewrite the evaluation fields of its card."""
-    from soae_core.models import bundled_models_dir, load_model
-
-    parser = argparse.ArgumentParser(prog="python -m soae_core.model_card", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--test-subset", type=int, default=None)
-    parser.add_argument("--eval-pgd-n", type=int, default=1000)
-    parser.add_argument("--eval-soae-n", type=int, default=200)
-    args = parser.parse_args(argv)
-    try:
-        model = load_model(args.model)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    path = bundled_models_dir() / f"{args.model}.json"
-    card = json.loads(path.read_text()) if path.is_file() else {"name": args.model}
+def update_card(model: nn.Module, card_path: Path, name: str, test_subset: int | None = None, pgd_n: int = 1000,
+                soae_n: int = 200) -> dict[str, Any]:
+    """Re-evaluate ``model`` (:func:`evaluate_for_card` at the card's training ε, 0.1 without
+    one) and rewrite the evaluation fields of the card at ``card_path`` (created if missing),
+    keeping its training record. Returns the card."""
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {"name": name}
     eps = card.get("hyperparameters", {}).get("objective", {}).get("eps", 0.1)
-    card.update(evaluate_for_card(model, eps=eps, test_subset=args.test_subset, pgd_n=args.eval_pgd_n,
-                                   soae_n=args.eval_soae_n))
-    card["evaluation_machine"] = machine_description()
-    path.write_text(json.dumps(card, indent=2) + "\n")
-    print(f"updated {path}: clean {card['clean_accuracy']:.4f}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    card.update(evaluate_for_card(model, eps=eps, test_subset=test_subset, pgd_n=pgd_n, soae_n=soae_n))
+    card["evaluation_machine"] = machine_facts()
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return card

@@ -8,21 +8,19 @@ Reads the results.json files that ``python -m soae_core.evaluate`` writes and pr
 ``--exact`` is a run of SOAE with exact Hessian-vector products, ``--asod`` a run of ASOD with
 another noise level; both are optional and add a column where they cover a model and ε.
 Nothing here is computed anew: every number comes from the JSON files or from
-:mod:`soae_core.paper_results`.
+:mod:`soae_core.experiments.paper_results`. ``python -m soae_core.reproduction_tables`` is the command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from soae_core import paper_results
-from soae_core.evaluation_report import accuracy_at_budget, deepest_layer, eps_label, percent
+from soae_core.experiments import paper_results
+from soae_core.experiments.evaluation_report import accuracy_at_budget, deepest_layer, eps_label, percent
 
 FIRST_ORDER = ("FGSM", "PGD", "AutoAttack")
 ITERATIONS_SHOWN = (1, 2, 3, 4, 5, 7, 10, 15, 20)
@@ -262,30 +260,3 @@ def markdown(main: dict[str, Any], exact: dict[str, Any] | None = None, asod: di
     for name, table in (study_tables(exact) if exact is not None else {}).items():
         parts.append(_markdown(f"{titles[name]} — SOAE with exact Hessian-vector products", table, index=True))
     return "\n".join(parts)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: print (or write with --out) the comparison tables."""
-    parser = argparse.ArgumentParser(prog="python -m soae_core.reproduction_tables", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("main", nargs="+", help="results.json (or its folder) of the main evaluation run(s), "
-                                                "merged in order (e.g. the bundled models, then another model)")
-    parser.add_argument("--exact", default=None, help="a run of SOAE with --soae-hvp exact")
-    parser.add_argument("--asod", default=None, help="a run of ASOD with another --asod-sigma")
-    parser.add_argument("--out", type=Path, default=None, help="write here instead of printing")
-    args = parser.parse_args(argv)
-    try:
-        text = markdown(merge_results([load_results(path) for path in args.main]), args.exact and load_results(args.exact),
-                        args.asod and load_results(args.asod))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.out is None:
-        print(text)
-    else:
-        args.out.write_text(text)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Write the bundled sample set: ``python -m soae_core.make_samples`` → assets/samples/fashion_mnist.npz.
+"""The bundled sample set (``python -m soae_core.make_samples`` writes assets/samples/fashion_mnist.npz).
 
 The first ``per_class`` images of each class in the Fashion-MNIST *test* set (in test-set order),
 stored as uint8 with their labels, class names and test-set indices.
@@ -6,14 +6,12 @@ stored as uint8 with their labels, class names and test-set indices.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from soae_core.data import load_fashion_mnist, samples_dir
+from soae_core.data import load_fashion_mnist
 from soae_core.validation import check_int
 
 
@@ -27,16 +25,3 @@ def write_fashion_mnist_samples(path: Path, per_class: int = 20) -> Path:
     np.savez_compressed(path, images=images, labels=test.labels[indices].numpy().astype(np.int64),
                         class_names=np.array(test.class_names), test_indices=indices.numpy().astype(np.int64))
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m soae_core.make_samples", description=__doc__.splitlines()[0])
-    parser.add_argument("--per-class", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=samples_dir() / "fashion_mnist.npz")
-    args = parser.parse_args(argv)
-    print(f"wrote {write_fashion_mnist_samples(args.out, args.per_class)}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

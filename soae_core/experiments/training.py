@@ -1,4 +1,4 @@
-"""Training CLI: ``python -m soae_core.train --model fmnist-cnn-pgd --method pgd --epochs 6``.
+"""Training (``python -m soae_core.train`` is its command line).
 
 Methods: std (cross-entropy), pgd (Madry PGD-AT), trades (β = 6), soat (training on SOAE
 examples, eq. 15 of Qian et al.). Checkpoints every epoch to ``runs/<name>/checkpoint.pt``
@@ -10,12 +10,10 @@ At the end it writes ``<out-dir>/<name>.safetensors`` and the model card ``<name
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,12 +25,13 @@ from torch import nn
 from tqdm import tqdm
 
 from soae_core.data import SampleSet, load_fashion_mnist
-from soae_core.model_card import evaluate_for_card, machine_description
+from soae_core.experiments.machine import machine_facts
+from soae_core.experiments.model_card import evaluate_for_card
+from soae_core.experiments.training_objectives import METHODS, ObjectiveConfig, objective_loss
 from soae_core.models import build_model, get_model_info, save_state_dict
-from soae_core.training_objectives import METHODS, ObjectiveConfig, objective_loss
 from soae_core.validation import check_choice, check_int, check_positive
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -172,89 +171,38 @@ def train(cfg: TrainConfig, checkpoint_dir: Path, resume: bool = False, progress
     return model, {"config": _config_dict(cfg), "history": history, "finished": len(history) == cfg.epochs}
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m soae_core.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="fmnist-cnn-std", help="registry name (Fashion-MNIST models)")
-    parser.add_argument("--method", choices=METHODS, default=None, help="default: the registry's method for --model")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    parser.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eps", type=float, default=0.1, help="L∞ budget on [0, 1] pixels for pgd/trades/soat")
-    parser.add_argument("--alpha", type=float, default=None,
-                        help="PGD/TRADES step; default 2/255 · eps/(8/255) (the paper's 2/255 at eps 8/255)")
-    parser.add_argument("--attack-steps", type=int, default=7, help="PGD/TRADES inner steps (paper: 7)")
-    parser.add_argument("--trades-beta", type=float, default=6.0)
-    parser.add_argument("--soae-steps", type=int, default=1)
-    parser.add_argument("--soae-hvp", choices=("exact", "finite_difference"), default="exact")
-    parser.add_argument("--soae-max-krylov", type=int, default=10)
-    parser.add_argument("--soae-tau", type=float, default=1e-3)
-    parser.add_argument("--soae-step-rule", choices=("sign", "linf", "raw"), default="sign")
-    parser.add_argument("--train-subset", type=int, default=None, help="train on the first N images only")
-    parser.add_argument("--test-subset", type=int, default=None, help="clean accuracy on the first N test images only")
-    parser.add_argument("--eval-pgd-n", type=int, default=1000, help="test images attacked with PGD-20 for the card")
-    parser.add_argument("--eval-soae-n", type=int, default=200, help="test images attacked with SOAE for the card")
-    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "assets" / "models")
-    parser.add_argument("--checkpoint-dir", type=Path, default=None, help="default: runs/<model>/")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: on the shared 2-core machine a standard epoch took "
-                             "13 s with 1 thread and 185 s with 2, the threads waiting on each other)")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 with a one-line message for bad arguments)."""
-    args = _parse_args(argv)
-    try:
-        torch.set_num_threads(check_int("threads", args.threads))
-        method = args.method or get_model_info(args.model).method
-        alpha = args.alpha if args.alpha is not None else (2 / 255) * args.eps / (8 / 255)
-        objective = ObjectiveConfig(method=method, eps=args.eps, alpha=alpha, attack_steps=args.attack_steps,
-                                    trades_beta=args.trades_beta, soae_steps=args.soae_steps, soae_hvp=args.soae_hvp,
-                                    soae_max_krylov=args.soae_max_krylov, soae_tau=args.soae_tau,
-                                    soae_step_rule=args.soae_step_rule)
-        cfg = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          weight_decay=args.weight_decay, optimizer=args.optimizer, lr_schedule=args.lr_schedule,
-                          seed=args.seed, train_subset=args.train_subset, objective=objective)
-        checkpoint_dir = args.checkpoint_dir or REPO_ROOT / "runs" / args.model
-        started = time.perf_counter()
-        model, run = train(cfg, checkpoint_dir, resume=args.resume, progress=not args.no_progress)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def train_and_save(cfg: TrainConfig, checkpoint_dir: Path, out_dir: Path, command: str, resume: bool = False,
+                   progress: bool = True, test_subset: int | None = None, eval_pgd_n: int = 1000,
+                   eval_soae_n: int = 200) -> dict[str, Any]:
+    """Train ``cfg`` (see :func:`train`), write ``<out_dir>/<model>.safetensors`` and its model card
+    ``<model>.json`` (architecture, hyper-parameters, history, machine, :func:`evaluate_for_card`'s
+    numbers and ``command``, the command line that ran it). Returns the card."""
+    started = time.perf_counter()
+    model, run = train(cfg, checkpoint_dir, resume=resume, progress=progress)
     train_seconds = sum(r["seconds"] for r in run["history"])
     model.eval().requires_grad_(False)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    weights = args.out_dir / f"{args.model}.safetensors"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / f"{cfg.model}.safetensors"
     save_state_dict(model, weights)
+    method = cfg.objective.method
     card = {
-        "name": args.model,
-        "architecture": get_model_info(args.model).architecture,
+        "name": cfg.model,
+        "architecture": get_model_info(cfg.model).architecture,
         "dataset": "fashion_mnist",
         "method": method,
         "trained_eps": None if method == "std" else cfg.objective.eps,  # on [0, 1] pixels (0.1, not 8/255)
         "hyperparameters": run["config"],
         "epochs": cfg.epochs,
         "wall_time_s": {"training": round(train_seconds, 2), "this_invocation": None},
-        "machine": machine_description(),
+        "machine": machine_facts(),
         "history": run["history"],
         "grad_evals_per_example_per_epoch": run["history"][-1]["grad_evals_per_example"] if run["history"] else None,
-        "command": "python -m soae_core.train " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": command,
         "weights_file": weights.name,
         "weights_dtype": "float32",
     }
-    card.update(evaluate_for_card(model, eps=cfg.objective.eps, test_subset=args.test_subset,
-                                  pgd_n=args.eval_pgd_n, soae_n=args.eval_soae_n, progress=not args.no_progress))
+    card.update(evaluate_for_card(model, eps=cfg.objective.eps, test_subset=test_subset,
+                                  pgd_n=eval_pgd_n, soae_n=eval_soae_n, progress=progress))
     card["wall_time_s"]["this_invocation"] = round(time.perf_counter() - started, 1)
-    (args.out_dir / f"{args.model}.json").write_text(json.dumps(card, indent=2) + "\n")
-    print(f"wrote {weights} and {args.model}.json: clean test accuracy {card['clean_accuracy']:.4f}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    (out_dir / f"{cfg.model}.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
