@@ -41,8 +41,8 @@ st.caption(f"{info.name} · ε = {settings.eps * 255:g}/255 · SOAE: N = {settin
 
 
 def kwargs(name: str) -> dict:
-    """The attack's keyword arguments from the sidebar's settings."""
-    return settings.attack_kwargs(name, info.dataset)
+    """The attack's keyword arguments from the sidebar's settings, untargeted (accuracy over many images)."""
+    return settings.untargeted().attack_kwargs(name, info.dataset)
 
 
 def csv_button(column, table: pd.DataFrame, name: str, key: str) -> None:
