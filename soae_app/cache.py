@@ -30,7 +30,14 @@ import torch
 from torch import nn
 
 from soae_app import uploads
-from soae_core.analysis import attack_lab, how_soae_works, jobs, krylov_inspector, perturbation_anatomy
+from soae_core.analysis import (
+    attack_lab,
+    how_soae_works,
+    jobs,
+    krylov_inspector,
+    perturbation_anatomy,
+    target_grid,
+)
 from soae_core.analysis.common import image_batch
 from soae_core.analysis.settings import DEFAULT_SETTINGS, AttackSettings
 from soae_core.data import SampleSet, load_photo, load_samples
@@ -115,6 +122,14 @@ def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSett
 
     return attack_lab.run_lab(model(info), image_batch(image), label, settings, info.dataset, info.class_names,
                               run=run, on_attack=on_attack)
+
+
+# ---------------------------------------------------------------------------------- Source × target grid
+@per_model(max_entries=256)
+def grid_row(net: nn.Module, image: np.ndarray, source_class: int, attack: str,
+             kwargs: dict[str, Any]) -> target_grid.GridRow:
+    """:func:`soae_core.analysis.target_grid.grid_row`: one source image towards every class, cached per row."""
+    return target_grid.grid_row(net, image_batch(image), source_class, attack, kwargs)
 
 
 # ---------------------------------------------------------------------------------- Krylov Inspector

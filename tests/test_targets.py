@@ -11,7 +11,7 @@ from conftest import tiny_cnn
 from soae_core.data import load_samples
 from soae_core.models import load_model
 from soae_core.attacks import ASOD, ATTACKS, FGSM, PGD, SOAE, AutoAttack
-from soae_core.target_grid import one_image_per_class, source_target_grid
+from soae_core.analysis.target_grid import one_image_per_class, source_target_grid
 from soae_core.targets import (
     TARGET_MODES,
     TargetRule,
@@ -134,12 +134,11 @@ def test_source_target_grid_has_originals_on_the_diagonal_and_marks_targets():
     model, images, labels = _fashion_grid_inputs()
     calls = []
     eps = 0.2
-    grid = source_target_grid(model, images, labels, lambda m: PGD(m, eps=eps, steps=10, alpha=eps / 4, targeted=True),
+    grid = source_target_grid(model, images, labels, "PGD", {"eps": eps, "steps": 10, "alpha": eps / 4},
                               progress=lambda done, total: calls.append((done, total)))
     assert calls == [(i, 10) for i in range(1, 11)]
     assert grid.images.shape == (10, 10, 1, 28, 28) and grid.attack == "PGD"
     by_class = images[labels.argsort()]
-    assert grid.source_index.tolist() == labels.argsort().tolist()
     for i in range(10):
         assert torch.equal(torch.as_tensor(grid.images[i, i]), by_class[i])
         assert not grid.success[i, i]
@@ -147,14 +146,18 @@ def test_source_target_grid_has_originals_on_the_diagonal_and_marks_targets():
     targets = np.broadcast_to(np.arange(10), (10, 10))
     assert (((grid.predictions == targets) & off) == grid.success).all()
     assert (((grid.predictions_8bit == targets) & off) == grid.success_8bit).all()
-    assert grid.success_rate == pytest.approx(grid.success[off].mean()) and grid.success_rate > 0.5
+    assert grid.pairs == 90 and grid.success.sum() > 45
+    table = grid.table(load_samples("fashion_mnist").class_names)
+    assert (table.values.diagonal() == "original").all()
+    assert ((table.values == "✓") == (grid.success & grid.success_8bit)).all()
+    assert ((table.values == "✗") == (off & ~grid.success)).all()
     deltas = torch.as_tensor(grid.images) - by_class[:, None]
     assert deltas.abs().max() <= eps + 1e-6
 
 
-def test_source_target_grid_refuses_untargeted_attacks_and_wrong_images():
+def test_source_target_grid_refuses_attacks_without_targets_and_wrong_images():
     model, images, labels = _fashion_grid_inputs()
-    with pytest.raises(ValueError, match="must build a targeted attack"):
-        source_target_grid(model, images, labels, lambda m: PGD(m, eps=0.1))
+    with pytest.raises(ValueError, match="the grid needs a targeted attack; AutoAttack has none: AutoAttack is"):
+        source_target_grid(model, images, labels, "AutoAttack", {"eps": 0.1})
     with pytest.raises(ValueError, match="one image of each of the model's 10 classes"):
-        source_target_grid(model, images[:9], labels[:9], lambda m: PGD(m, eps=0.1, targeted=True))
+        source_target_grid(model, images[:9], labels[:9], "PGD", {"eps": 0.1})
