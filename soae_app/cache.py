@@ -40,6 +40,7 @@ from soae_core.analysis import (
 )
 from soae_core.analysis.common import image_batch
 from soae_core.analysis.settings import DEFAULT_SETTINGS, AttackSettings
+from soae_core import transfer
 from soae_core.data import SampleSet, load_photo, load_samples
 from soae_core.models import ModelInfo, load_model
 
@@ -208,6 +209,21 @@ def spatial_layers(net: nn.Module, input_shape: tuple[int, int, int]) -> list[st
 
 
 # ---------------------------------------------------------------------------------- Compare & Sweeps, Models
+@per_model(max_entries=64)
+def transfer_examples(net: nn.Module, dataset: str, n: int, attack: str, kwargs: dict[str, Any]) -> np.ndarray:
+    """:func:`soae_core.transfer.adversarial_examples` of ``attack`` on this model for the first ``n``
+    bundled images of ``dataset`` in the class-balanced order, (n, C, H, W) float32, cached per source model."""
+    images, labels = compare_images(dataset, n)
+    return transfer.adversarial_examples(net, images, labels, attack, kwargs).float().numpy()
+
+
+def compare_images(dataset: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` bundled images of ``dataset`` and their labels in the class-balanced order."""
+    sample_set = samples(dataset)
+    positions = jobs.image_order(sample_set.labels)[:n]
+    return sample_set.images[positions], sample_set.labels[positions]
+
+
 @per_model(max_entries=512)
 def compare_batch(net: nn.Module, dataset: str, job: jobs.Job, start: int, stop: int) -> jobs.BatchOutcome:
     """``job`` on the bundled images of ``dataset`` at positions start..stop of the class-balanced

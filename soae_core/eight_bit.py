@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from soae_core.attacks.counting import predict
-from soae_core.metrics import check_pair
+from soae_core.metrics import check_pair, predictions
 from soae_core.targets import attack_succeeded
 from soae_core.validation import check_int, check_positive
 
@@ -62,7 +61,7 @@ def rounding_check(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor,
     labels: true classes (N,); targets: target classes (N,) for a targeted attack, else None.
     Two forward passes of ``model``.
     """
-    prediction, prediction_8bit = predict(model, adv), predict(model, to_8bit(adv))
+    prediction, prediction_8bit = predictions(model, adv), predictions(model, to_8bit(adv))
     labels = torch.as_tensor(labels, device=adv.device)
     return RoundingCheck(prediction=prediction.cpu().numpy(), prediction_8bit=prediction_8bit.cpu().numpy(),
                          adversarial=attack_succeeded(prediction, labels, targets).cpu().numpy(),
@@ -158,7 +157,7 @@ def project_to_8bit(model: nn.Module, clean: torch.Tensor, adv: torch.Tensor, la
     adv = adv.detach()
 
     def succeeded(images: torch.Tensor) -> torch.Tensor:
-        return attack_succeeded(predict(model, images), labels, targets)
+        return attack_succeeded(predictions(model, images), labels, targets)
 
     def clip(images: torch.Tensor) -> torch.Tensor:
         return torch.minimum(torch.maximum(images, low), high)

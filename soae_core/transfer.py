@@ -7,23 +7,24 @@
   attack), before and after 8-bit rounding, as a table and as CSV.
 
 Models are classifiers on the same input shape and classes (float images (N, C, H, W) in
-[0, 1]); attacks are built by the caller (``make_attack(model) -> Attack``), so any attack and
-its settings — targeted ones included — can be transferred.
+[0, 1]); the attack is named with its keyword arguments (``soae_core.attacks.make_attack``), so
+any attack and its settings — targeted ones included — can be transferred.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from soae_core.attacks.base import Attack
-from soae_core.attacks.counting import predict
+from soae_core.attacks import make_attack
 from soae_core.eight_bit import to_8bit
+from soae_core.metrics import accuracy, predictions
 from soae_core.targets import attack_succeeded
 from soae_core.validation import check_images
 
@@ -77,7 +78,7 @@ def transfer_verdicts(models: Mapping[str, nn.Module], clean: torch.Tensor, adv:
     targets = None if target is None else torch.tensor([target], device=adv.device)
     verdicts = []
     for name, model in models.items():
-        clean_p, adv_p, adv8_p = predict(model, torch.cat([clean, adv, to_8bit(adv)]))
+        clean_p, adv_p, adv8_p = predictions(model, torch.cat([clean, adv, to_8bit(adv)]))
         verdicts.append(TransferVerdict(
             model=name, clean_prediction=int(clean_p), prediction=int(adv_p), prediction_8bit=int(adv8_p),
             fooled=bool(attack_succeeded(adv_p[None], labels, targets)),
@@ -135,18 +136,29 @@ class TransferMatrix:
         return self.long_table().to_csv(index=False).encode("utf-8")
 
 
-def transfer_matrix(models: Mapping[str, nn.Module], images: torch.Tensor, labels: torch.Tensor,
-                    make_attack: Callable[[nn.Module], Attack], targets: torch.Tensor | None = None,
-                    sources: tuple[str, ...] | None = None, progress: Progress | None = None) -> TransferMatrix:
-    """Run ``make_attack(source_model)`` on (images, labels) for each source model and evaluate every model.
+def adversarial_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack_name: str,
+                         attack_kwargs: dict[str, Any], targets: torch.Tensor | None = None) -> torch.Tensor:
+    """Attack ``attack_name`` with ``attack_kwargs`` run on ``model``: adversarial images (N, C, H, W)
+    (aimed at ``targets`` when given, with ``targeted=True``)."""
+    kwargs = attack_kwargs if targets is None else {**attack_kwargs, "targeted": True}
+    return make_attack(attack_name, model, **kwargs)(images, labels if targets is None else targets).adv
+
+
+def transfer_matrix(models: Mapping[str, nn.Module], images: torch.Tensor, labels: torch.Tensor, attack_name: str,
+                    attack_kwargs: dict[str, Any], targets: torch.Tensor | None = None,
+                    sources: tuple[str, ...] | None = None, progress: Progress | None = None,
+                    craft: Callable[[str], torch.Tensor] | None = None) -> TransferMatrix:
+    """Run the attack on (images, labels) for each source model and evaluate every model on the results.
 
     Args:
         models: name → classifier; all on the same input shape and classes.
         images: (N, C, H, W) in [0, 1]; labels: true classes (N,) int64.
-        make_attack: builds the attack for a model (targeted when ``targets`` is given).
-        targets: target classes (N,) for a targeted attack (the attack is called with them).
+        attack_name, attack_kwargs: the attack (a key of ``soae_core.attacks.ATTACKS``) and its settings.
+        targets: target classes (N,) for a targeted attack.
         sources: the models to attack (default: all); columns are always all models.
         progress: called as progress(done, total, source_name) after each source model.
+        craft: craft(source_name) → the adversarial images of that source (default
+            :func:`adversarial_examples`; the app passes its cached equivalent).
     """
     check_images(images, "images")
     labels = torch.as_tensor(labels, dtype=torch.long, device=images.device)
@@ -158,25 +170,25 @@ def transfer_matrix(models: Mapping[str, nn.Module], images: torch.Tensor, label
     unknown = [s for s in sources if s not in models]
     if unknown:
         raise ValueError(f"sources {unknown} are not among the models {list(names)}")
-    clean_accuracy = np.array([float((predict(models[t], images) == labels).double().mean()) for t in names])
+    if craft is None:
+        def craft(source: str) -> torch.Tensor:
+            return adversarial_examples(models[source], images, labels, attack_name, attack_kwargs, targets)
+    clean_accuracy = np.array([accuracy(models[t], images, labels) for t in names])
     shape = (len(sources), len(names))
-    accuracy, accuracy_8bit = np.zeros(shape), np.zeros(shape)
+    robust, robust_8bit = np.zeros(shape), np.zeros(shape)
     hit, hit_8bit = (np.zeros(shape), np.zeros(shape)) if targets is not None else (None, None)
-    attack_name = ""
     for i, source in enumerate(sources):
-        attack = make_attack(models[source])
-        attack_name = attack.name
-        adv = attack(images, labels if targets is None else targets).adv
+        adv = craft(source)
         adv_8bit = to_8bit(adv)
         for j, target in enumerate(names):
-            predictions, predictions_8bit = predict(models[target], adv), predict(models[target], adv_8bit)
-            accuracy[i, j] = float((predictions == labels).double().mean())
-            accuracy_8bit[i, j] = float((predictions_8bit == labels).double().mean())
+            classes, classes_8bit = predictions(models[target], adv), predictions(models[target], adv_8bit)
+            robust[i, j] = float((classes == labels).double().mean())
+            robust_8bit[i, j] = float((classes_8bit == labels).double().mean())
             if targets is not None:
-                hit[i, j] = float(attack_succeeded(predictions, labels, targets).double().mean())
-                hit_8bit[i, j] = float(attack_succeeded(predictions_8bit, labels, targets).double().mean())
+                hit[i, j] = float(attack_succeeded(classes, labels, targets).double().mean())
+                hit_8bit[i, j] = float(attack_succeeded(classes_8bit, labels, targets).double().mean())
         if progress is not None:
             progress(i + 1, len(sources), source)
     return TransferMatrix(sources=sources, targets=names, n=int(images.shape[0]), attack=attack_name,
-                          clean_accuracy=clean_accuracy, accuracy=accuracy, accuracy_8bit=accuracy_8bit,
+                          clean_accuracy=clean_accuracy, accuracy=robust, accuracy_8bit=robust_8bit,
                           hit_rate=hit, hit_rate_8bit=hit_8bit)

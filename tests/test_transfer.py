@@ -32,7 +32,7 @@ def test_matrix_rows_are_sources_columns_targets_cells_accuracy(zoo):
     images, labels = samples.images[::10], samples.labels[::10]
     eps = 0.1
     seen = []
-    result = transfer_matrix(zoo, images, labels, lambda m: PGD(m, eps=eps, steps=10, alpha=eps / 4),
+    result = transfer_matrix(zoo, images, labels, "PGD", {"eps": eps, "steps": 10, "alpha": eps / 4},
                              sources=("fmnist-cnn-std", "fmnist-cnn-pgd"),
                              progress=lambda done, total, name: seen.append((done, total, name)))
     assert seen == [(1, 2, "fmnist-cnn-std"), (2, 2, "fmnist-cnn-pgd")]
@@ -59,11 +59,21 @@ def test_targeted_transfer_reports_target_hits(zoo):
     samples = load_samples("fashion_mnist")
     images, labels = samples.images[::20], samples.labels[::20]
     targets = (labels + 1) % 10
-    result = transfer_matrix(zoo, images, labels, lambda m: PGD(m, eps=0.2, steps=10, alpha=0.05, targeted=True),
+    result = transfer_matrix(zoo, images, labels, "PGD", {"eps": 0.2, "steps": 10, "alpha": 0.05},
                              targets=targets, sources=("fmnist-cnn-std",))
     assert result.hit_rate.shape == (1, 3) and result.hit_rate[0, 0] >= 0.8
     assert result.hit_rate[0, 0] <= 1 - result.accuracy[0, 0] + 1e-12
     assert "target hit (%)" in result.long_table().columns
+
+
+def test_a_crafting_hook_replaces_the_attack(zoo):
+    samples = load_samples("fashion_mnist")
+    images, labels = samples.images[:10], samples.labels[:10]
+    crafted = []
+    result = transfer_matrix(zoo, images, labels, "PGD", {"eps": 0.1},
+                             craft=lambda source: crafted.append(source) or images)
+    assert crafted == list(NAMES)
+    assert (result.accuracy == result.clean_accuracy[None]).all()
 
 
 def test_verdicts_for_one_image_on_every_model(zoo):
@@ -86,10 +96,10 @@ def test_models_of_different_shapes_or_classes_are_refused(zoo):
     images = load_samples("fashion_mnist").images[:2]
     five_classes = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5))
     with pytest.raises(ValueError, match="same classes"):
-        transfer_matrix({"a": zoo["fmnist-cnn-std"], "b": five_classes}, images, torch.tensor([0, 1]),
-                        lambda m: PGD(m, eps=0.1))
+        transfer_matrix({"a": zoo["fmnist-cnn-std"], "b": five_classes}, images, torch.tensor([0, 1]), "PGD",
+                        {"eps": 0.1})
     wrong_input = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))
     with pytest.raises(ValueError, match=r"model 'c' cannot classify images of shape \(1, 28, 28\)"):
         transfer_verdicts({"a": zoo["fmnist-cnn-std"], "c": wrong_input}, images[:1], images[:1], 0)
     with pytest.raises(ValueError, match="sources"):
-        transfer_matrix(zoo, images, torch.tensor([0, 1]), lambda m: PGD(m, eps=0.1), sources=("nope",))
+        transfer_matrix(zoo, images, torch.tensor([0, 1]), "PGD", {"eps": 0.1}, sources=("nope",))

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from soae_core.attacks import make_attack
-from soae_core.attacks.counting import predict
 from soae_core.eight_bit import to_8bit
+from soae_core.metrics import predictions
 from soae_core.targets import attack_succeeded, targeted_support
 from soae_core.validation import check_images, check_int
 
@@ -111,13 +111,13 @@ def assemble_grid(model: nn.Module, rows: list[GridRow], attack_name: str) -> Ta
     cells = torch.from_numpy(np.stack([row.adv for row in rows]))
     param = next(model.parameters(), None)
     flat = cells.flatten(0, 1).to(param.dtype if param is not None else torch.float32)
-    predictions, predictions_8bit = predict(model, flat).view(k, k), predict(model, to_8bit(flat)).view(k, k)
+    classes, classes_8bit = predictions(model, flat).view(k, k), predictions(model, to_8bit(flat)).view(k, k)
     sources, targets = torch.arange(k)[:, None].expand(k, k), torch.arange(k).expand(k, k)
     off_diagonal = ~torch.eye(k, dtype=torch.bool)
-    success = attack_succeeded(predictions.cpu(), sources, targets) & off_diagonal
-    success_8bit = attack_succeeded(predictions_8bit.cpu(), sources, targets) & off_diagonal
-    return TargetGrid(images=cells.numpy(), predictions=predictions.cpu().numpy(),
-                      predictions_8bit=predictions_8bit.cpu().numpy(), success=success.numpy(),
+    success = attack_succeeded(classes.cpu(), sources, targets) & off_diagonal
+    success_8bit = attack_succeeded(classes_8bit.cpu(), sources, targets) & off_diagonal
+    return TargetGrid(images=cells.numpy(), predictions=classes.cpu().numpy(),
+                      predictions_8bit=classes_8bit.cpu().numpy(), success=success.numpy(),
                       success_8bit=success_8bit.numpy(), attack=attack_name,
                       grad_evals=max(row.grad_evals for row in rows))
 
