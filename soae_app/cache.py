@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from soae_app import uploads
+from soae_core import transfer
 from soae_core.analysis import (
     attack_lab,
     how_soae_works,
@@ -40,7 +41,6 @@ from soae_core.analysis import (
 )
 from soae_core.analysis.common import image_batch
 from soae_core.analysis.settings import DEFAULT_SETTINGS, AttackSettings
-from soae_core import transfer
 from soae_core.data import SampleSet, load_photo, load_samples
 from soae_core.models import ModelInfo, load_model
 

@@ -38,9 +38,9 @@ from soae_core.analysis.settings import (
     settings_from_widgets,
     widget_values,
 )
-from soae_core.targets import TARGET_MODE_LABELS, TARGET_MODES
 from soae_core.data import SAMPLE_DATASETS, list_photos, load_user_image
 from soae_core.models import DEFAULT_MODEL, ModelInfo, list_models, upload_architectures
+from soae_core.targets import TARGET_MODE_LABELS, TARGET_MODES
 
 SELECTION_KEY = "soae_lab_selection"
 UPLOAD_ERROR_KEY = "soae_lab_weights_error"
@@ -217,9 +217,10 @@ def _pick_target(info: ModelInfo, label: int | None) -> dict[str, object]:
     values: dict[str, object] = {"target": mode}
     if mode == "chosen":
         first_other = 0 if label is None else (label + 1) % info.num_classes
+        true_class = "" if label is None else f" ({info.class_names[label]} for this image)"
         values["tcls"] = st.selectbox("Target class", range(info.num_classes), index=first_other, key="tcls",
-                                      bind=BIND, help="Must differ from the image's true class.",
-                                      format_func=lambda i: info.class_names[i] + (" (true class)" if i == label else ""))
+                                      bind=BIND, format_func=lambda i: info.class_names[i],
+                                      help=f"Must differ from the image's true class{true_class}.")
     return values
 
 

@@ -24,7 +24,7 @@ from soae_core.attacks import ATTACKS
 from soae_core.validation import check_choice, check_int
 
 TARGET_MODES: tuple[str, ...] = ("untargeted", "chosen", "least_likely", "random")
-# Labels double as URL values (``?target=least likely``), so they stay short and plain.
+# Labels double as URL values (``?target=least+likely``), so they stay short and plain.
 TARGET_MODE_LABELS: dict[str, str] = {"untargeted": "untargeted", "chosen": "chosen class",
                                       "least_likely": "least likely", "random": "random (seeded)"}
 

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from soae_core.analysis.attack_lab import png_bytes
 from soae_core.attacks import PGD
 from soae_core.data import load_samples
 from soae_core.eight_bit import on_8bit_grid, project_to_8bit, rounding_check, to_8bit, verdict_8bit
-from soae_core.analysis.attack_lab import png_bytes
 from soae_core.models import load_model
 from soae_core.targets import TargetRule, choose_targets
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_cnn
+
+from soae_core.analysis.target_grid import one_image_per_class, source_target_grid
+from soae_core.attacks import ASOD, ATTACKS, FGSM, PGD, SOAE, AutoAttack
 from soae_core.data import load_samples
 from soae_core.models import load_model
-from soae_core.attacks import ASOD, ATTACKS, FGSM, PGD, SOAE, AutoAttack
-from soae_core.analysis.target_grid import one_image_per_class, source_target_grid
 from soae_core.targets import (
     TARGET_MODES,
     TargetRule,

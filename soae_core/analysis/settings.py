@@ -145,7 +145,7 @@ class AttackSettings:
             return {}
         return {name: reason for name in self.baselines if (reason := targeted_support(name)) is not None}
 
-    def untargeted(self) -> "AttackSettings":
+    def untargeted(self) -> AttackSettings:
         """The same settings aiming at any wrong class (for accuracy tables over many images)."""
         return dataclasses.replace(self, target_mode="untargeted")
 
