@@ -95,13 +95,17 @@ def iteration_scrubber(run: LabRun) -> None:
         st.plotly_chart(loss_figure(run.iterations, index), key="lab::loss")
         if index > 0:
             st.caption(f"Step {index}: GMRES used m = {view.m} Krylov vectors ({view.stop_reason}); "
-                       f"cos(δ̃, g) = {view.cosine_to_gradient:.3f} — 1 would be the plain gradient direction.")
+                       f"cos(δ̃, g) = {view.cosine_to_gradient:.3f} — 1 would be the plain gradient direction."
+                       + ("" if run.target is None else f" Targeted: the loss is the cross-entropy of the target "
+                                                        f"{names[run.target]}, which SOAE lowers."))
 
 
 iteration_scrubber(run)
 
 st.subheader("Does it fool the other models? (transfer)")
-transfer_source = st.selectbox("Adversarial image of", [o.name for o in run.outcomes], key="lab::transfer")
+successful = [position for position, o in enumerate(run.outcomes) if o.success]
+transfer_source = st.selectbox("Adversarial image of", [o.name for o in run.outcomes], key="lab::transfer",
+                               index=successful[0] if successful else 0)
 others = comparable_models(selection.info)
 if len(others) == 1:
     st.caption("No other model of this dataset is available to test transfer on.")

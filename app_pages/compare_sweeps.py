@@ -151,6 +151,8 @@ with tab_transfer:
                 bar.empty()
                 st.dataframe(matrix.table(after_rounding=rounding), column_config={
                     name: st.column_config.NumberColumn(format="%.0f %%") for name in matrix.targets})
+                st.caption(f"Rows: the model {transfer_attack} was computed on. Columns: the model classifying the "
+                           "examples. " + ("After 8-bit rounding." if rounding else "Exact (float) examples."))
                 st.download_button("Transfer matrix (CSV)", matrix.csv_bytes(),
                                    f"transfer_{transfer_attack}_{n}_images.csv", "text/csv", on_click="ignore",
                                    key="download::transfer")

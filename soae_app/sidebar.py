@@ -113,8 +113,8 @@ def _upload_weights() -> None:
     with st.expander("Your own weights (.safetensors)"):
         architectures = upload_architectures()
         st.selectbox("Architecture", list(architectures), key="weights_arch", on_change=_add_weights,
-                     format_func=lambda a: f"{a} (as {architectures[a]})",
-                     help="The zoo architecture your checkpoint was trained for.")
+                     help="The zoo architecture your checkpoint was trained for: "
+                          + "; ".join(f"{a} as in {name}" for a, name in architectures.items()) + ".")
         st.file_uploader("Checkpoint, at most 50 MB", key="weights_upload", on_change=_add_weights,
                          help="A .safetensors file, e.g. what python -m soae_core.train writes. Pickles (.pt, .pth) "
                               "are refused: loading them can run code. Kept in memory for this session only.")
