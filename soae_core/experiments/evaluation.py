@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from soae_core import attacks, data, metrics
+from soae_core import __version__, attacks, data, metrics
 from soae_core.attacks import ATTACKS, Attack, AttackResult, budget_points
 from soae_core.attacks.counting import BudgetTrace
 from soae_core.attacks.soae import SOAETrace
@@ -371,7 +371,7 @@ def run_evaluation(config: EvalConfig, quiet: bool = False) -> dict[str, Any]:
         "meta": {"dataset": dataset, "n": int(x.shape[0]), "study_n": min(config.study_n, config.n),
                  "started_utc": started_utc, "duration_s": time.perf_counter() - started,
                  "grid_duration_s": grid_seconds, "jobs": config.jobs,
-                 "machine": machine_at_start, "machine_at_end": describe_machine(),
+                 "soae_lab_version": __version__, "machine": machine_at_start, "machine_at_end": describe_machine(),
                  "command": " ".join(["python -m soae_core.evaluate", *sys.argv[1:]])},
         "config": asdict(config),
         "models": {name: {"clean_accuracy": clean[name], "method": get_model_info(name).method} for name in models},

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from soae_core import __version__
 from soae_core.data import load_fashion_mnist, load_samples
 from soae_core.defaults import DEFAULT_MAX_KRYLOV, PAPER_EPS, PAPER_STEPS, PAPER_TAU
 from soae_core.experiments.machine import machine_facts
@@ -82,5 +83,6 @@ def update_card(model: nn.Module, card_path: Path, name: str, test_subset: int |
     eps = card.get("hyperparameters", {}).get("objective", {}).get("eps", 0.1)
     card.update(evaluate_for_card(model, eps=eps, test_subset=test_subset, pgd_n=pgd_n, soae_n=soae_n))
     card["evaluation_machine"] = machine_facts()
+    card["evaluation_soae_lab_version"] = __version__
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card

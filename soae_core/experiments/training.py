@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from soae_core import __version__
 from soae_core.data import SampleSet, load_fashion_mnist
 from soae_core.experiments.machine import machine_facts
 from soae_core.experiments.model_card import evaluate_for_card
@@ -194,6 +195,7 @@ def train_and_save(cfg: TrainConfig, checkpoint_dir: Path, out_dir: Path, comman
         "hyperparameters": run["config"],
         "epochs": cfg.epochs,
         "wall_time_s": {"training": round(train_seconds, 2), "this_invocation": None},
+        "soae_lab_version": __version__,
         "machine": machine_facts(),
         "history": run["history"],
         "grad_evals_per_example_per_epoch": run["history"][-1]["grad_evals_per_example"] if run["history"] else None,
