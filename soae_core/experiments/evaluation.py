@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from soae_core import __version__, attacks, data, metrics
 from soae_core.attacks import ATTACKS, Attack, AttackResult, budget_points
+from soae_core.attacks.asod import sigma_for
 from soae_core.attacks.counting import BudgetTrace
 from soae_core.attacks.soae import SOAETrace
 from soae_core.defaults import PAPER_EPS, STUDY_ETAS, STUDY_TAUS
@@ -61,7 +62,7 @@ class EvalConfig:
     batch_size: int = 500
     weights: dict[str, str] = field(default_factory=dict)
     soae: dict[str, Any] = field(default_factory=dict)
-    asod_sigma: float = 0.7
+    asod_sigma: float = sigma_for("mnist")
     studies: list[str] = field(default_factory=list)
     study_n: int = 200
     study_models: list[str] | None = None
