@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from soae_core.attacks.asod import sigma_for
 from soae_core.defaults import (
     DEFAULT_MAX_KRYLOV,
     ETA_CHOICES,
@@ -45,10 +46,6 @@ STEP_RULE_LABELS: dict[str, str] = {"sign": "sign", "linf": "L∞-normalised", "
 # The target widgets (``?target=chosen&tcls=3``); presets leave them alone.
 TARGET_KEYS: tuple[str, ...] = ("target", "tcls")
 BASELINES: tuple[str, ...] = ("FGSM", "PGD", "AutoAttack", "ASOD")
-
-# ASOD's noise level, from its authors' code: 0.7 for (Fashion-)MNIST, 100/255 for colour images.
-ASOD_SIGMA: dict[str, float] = {"fashion_mnist": 0.7, "mnist": 0.7}
-ASOD_SIGMA_COLOUR = 100 / 255
 
 
 @dataclass(frozen=True)
@@ -120,7 +117,7 @@ class AttackSettings:
     def baseline_kwargs(self, name: str, dataset: str) -> dict[str, Any]:
         """Keyword arguments of baseline ``name`` at this budget, following the paper's setup.
 
-        PGD: 20 steps of ε/4 (2/255 at the paper's 8/255). ASOD: σ by dataset (see ASOD_SIGMA).
+        PGD: 20 steps of ε/4 (2/255 at the paper's 8/255). ASOD: σ by dataset (``asod.sigma_for``).
         """
         check_choice("name", name, BASELINES)
         if name == "PGD":
@@ -129,7 +126,7 @@ class AttackSettings:
         if name == "AutoAttack":
             return {"eps": self.eps, "seed": self.seed}
         if name == "ASOD":
-            return {"eps": self.eps, "sigma": ASOD_SIGMA.get(dataset, ASOD_SIGMA_COLOUR), "seed": self.seed}
+            return {"eps": self.eps, "sigma": sigma_for(dataset), "seed": self.seed}
         return {"eps": self.eps}
 
     @property
