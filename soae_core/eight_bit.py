@@ -181,7 +181,7 @@ def project_to_8bit(model: nn.Module, clean: torch.Tensor, adv: torch.Tensor, la
                                                                          torch.round(scaled)))
         current = torch.where(per_image(done), rounded, clip(directed / LEVELS))
         newly = ~done & succeeded(current)
-        method = ["directed rounding" if hit else m for m, hit in zip(method, newly.tolist())]
+        method = ["directed rounding" if hit else m for m, hit in zip(method, newly.tolist(), strict=True)]
         done = done | newly
     # Images still undone: signed one-level steps on the grid, keeping the highest-margin point.
     best = current.clone()
@@ -200,11 +200,12 @@ def project_to_8bit(model: nn.Module, clean: torch.Tensor, adv: torch.Tensor, la
         better = ~done & ((margin > best_margin) | newly)
         best = torch.where(per_image(better), current, best)
         best_margin = torch.where(better, margin, best_margin)
-        method = [f"{step} grid step{'s' if step > 1 else ''}" if hit else m for m, hit in zip(method, newly.tolist())]
+        label = f"{step} grid step{'s' if step > 1 else ''}"
+        method = [label if hit else m for m, hit in zip(method, newly.tolist(), strict=True)]
         done = done | newly
     adversarial = succeeded(best)
     method = [f"not possible in {max_steps} grid steps" if was and not now else m
-              for m, was, now in zip(method, before.tolist(), adversarial.tolist())]
+              for m, was, now in zip(method, before.tolist(), adversarial.tolist(), strict=True)]
     return GridProjection(adv=best, adversarial_before=before.cpu().numpy(),
                           adversarial_nearest=nearest.cpu().numpy(), adversarial=adversarial.cpu().numpy(),
                           method=method, grad_evals=grad_evals)

@@ -9,13 +9,12 @@ model card, so the tests do not depend on the bundled training runs.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
+from conftest import assert_clean
 from streamlit.testing.v1 import AppTest
 
-from conftest import assert_clean
 from soae_app.batch_runner import run_id
 from soae_core import metrics
 from soae_core.analysis import compare_sweeps as compare

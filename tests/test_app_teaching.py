@@ -220,7 +220,8 @@ def test_bad_weights_give_a_message_and_change_nothing_else(name, content, archi
     wrong["classifier.3.weight"] = torch.zeros(7, 128)
     data = {"pickle": _pickle_bytes(), "png": b"\x89PNG\r\n\x1a\n", "wrong shapes": safetensors_bytes(wrong),
             "cnn": _metadata_bytes(tmp_path, "small-cnn"),
-            "plain cnn": safetensors_bytes({k: v.contiguous() for k, v in build_model("fmnist-cnn-std").state_dict().items()}),
+            "plain cnn": safetensors_bytes({k: v.contiguous()
+                                            for k, v in build_model("fmnist-cnn-std").state_dict().items()}),
             "smooth": _metadata_bytes(tmp_path, "small-cnn-smooth")}[content]
     app = start({"eps": "16/255"})
     before = lab_table(app)

@@ -4,9 +4,9 @@ sidebar; Compare & Sweeps' transfer matrix runs and offers its CSV. Screenshots 
 ``screenshots/``. Server and browser fixtures come from test_browser.py."""
 
 import pytest
+from test_browser import CHROMIUM, SCREENSHOTS, browser, screenshot_whole_app, server_url, wait_for_app  # noqa: F401
 
 from soae_core.models import build_model, save_state_dict
-from test_browser import CHROMIUM, SCREENSHOTS, browser, screenshot_whole_app, server_url, wait_for_app  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium (./lab test installs it)")]

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_cnn
+
 from soae_core import metrics
 from soae_core.analysis.compare_sweeps import (
     ACCURACY_8BIT,

@@ -107,7 +107,8 @@ def test_projection_on_fashion_mnist_stays_on_grid_in_ball_and_keeps_borderline_
     clean, labels = samples.images[:60], samples.labels[:60]
     eps = eps_255 / 255
     targets = choose_targets(TargetRule("random", seed=1), model, clean, labels) if targeted else None
-    adv = PGD(model, eps=eps, steps=10, alpha=eps / 4, targeted=targeted)(clean, labels if targets is None else targets).adv
+    attack = PGD(model, eps=eps, steps=10, alpha=eps / 4, targeted=targeted)
+    adv = attack(clean, labels if targets is None else targets).adv
     # Shrink each perturbation to just past the decision boundary: the examples rounding undoes.
     low, high = torch.zeros(60), torch.ones(60)
     for _ in range(25):

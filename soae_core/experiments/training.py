@@ -187,8 +187,8 @@ def train_and_save(cfg: TrainConfig, checkpoint_dir: Path, out_dir: Path, comman
     method = cfg.objective.method
     # The header records what the weights are for, so an upload to the app can be checked against
     # the architecture it is meant for (the smooth twin has the same keys and shapes).
-    save_state_dict(model, weights, metadata={"model": cfg.model, "architecture": get_model_info(cfg.model).architecture,
-                                              "method": method})
+    architecture = get_model_info(cfg.model).architecture
+    save_state_dict(model, weights, metadata={"model": cfg.model, "architecture": architecture, "method": method})
     card = {
         "name": cfg.model,
         "architecture": get_model_info(cfg.model).architecture,
