@@ -86,11 +86,15 @@ def ready_selection() -> Selection:
     return selection
 
 
+def session_models() -> list[ModelInfo]:
+    """The zoo's models, then this session's uploads (your own weights)."""
+    return list_models() + [upload.info for upload in uploads.session_uploads().values()]
+
+
 def comparable_models(info: ModelInfo) -> list[ModelInfo]:
     """Every available model of ``info``'s dataset and input shape — bundled ones and this session's
     uploads — ``info`` first (for transfer)."""
-    candidates = list_models() + [upload.info for upload in uploads.session_uploads().values()]
-    others = [c for c in candidates if c.available and c.name != info.name and c.dataset == info.dataset
+    others = [c for c in session_models() if c.available and c.name != info.name and c.dataset == info.dataset
               and c.input_shape == info.input_shape and c.num_classes == info.num_classes]
     return [info] + others
 
@@ -124,8 +128,7 @@ def _upload_weights() -> None:
 
 
 def _pick_model() -> ModelInfo:
-    infos = {info.name: info for info in list_models()}
-    infos.update({name: upload.info for name, upload in uploads.session_uploads().items()})
+    infos = {info.name: info for info in session_models()}
     names = list(infos)
     available = [name for name in names if infos[name].available]
     default = DEFAULT_MODEL if DEFAULT_MODEL in available or not available else available[0]

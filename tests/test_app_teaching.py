@@ -232,3 +232,13 @@ def test_bad_weights_give_a_message_and_change_nothing_else(name, content, archi
     assert [o for o in app.sidebar.selectbox(key="model").options if "safetensors" in o] == []
     assert app.sidebar.select_slider(key="eps").value == 16.0
     assert lab_table(app).index.tolist() == before.index.tolist()
+
+
+def test_uploaded_weights_join_the_models_page_and_its_table_one():
+    data = safetensors_bytes({k: v.contiguous() for k, v in build_model("fmnist-cnn-std").state_dict().items()})
+    app = upload_weights(start(), "mine.safetensors", data)
+    app.switch_page("app_pages/models.py").run()
+    assert_clean(app)
+    chosen = app.sidebar.selectbox(key="model").value
+    assert chosen in app.dataframe[0].value.index
+    assert app.dataframe[0].value.loc[chosen, "Architecture"] == "small-cnn"
