@@ -350,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, _, backend_port = backend.rpartition(":")
         if not host or not backend_port.isdigit() or not 1 <= int(backend_port) <= 65535:
             parser.error(f"--backend must be HOST:PORT with a port in 1..65535; got {backend!r}")
+    owned = [a for a in streamlit_args if a.split("=")[0] in ("--server.port", "--server.address")]
+    if owned:
+        parser.error(f"{owned[0].split('=')[0]} is set per replica by ./lab serve; "
+                     "--port and --address set the proxy's")
     if args.backend and COOKIE_SECRET_ENV not in os.environ:
         parser.error(f"--backend needs {COOKIE_SECRET_ENV} set (the same secret as on the remote replicas)")
     if not 1 <= args.port <= 65535:

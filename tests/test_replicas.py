@@ -78,6 +78,8 @@ def test_every_replica_gets_the_same_cookie_secret_and_its_own_port(tmp_path):
     (["--backend", "nohost"], "HOST:PORT"),
     (["--backend", "10.0.0.2:x"], "HOST:PORT"),
     (["--backend", "10.0.0.2:8501"], COOKIE_SECRET_ENV),
+    (["--server.port", "9000"], "set per replica"),
+    (["--server.address=0.0.0.0"], "set per replica"),
 ])
 def test_bad_command_lines_are_refused_with_a_reason(argv, message, capsys, monkeypatch):
     monkeypatch.delenv(COOKIE_SECRET_ENV, raising=False)
