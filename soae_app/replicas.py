@@ -35,6 +35,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -261,8 +262,9 @@ def serve(count: int, address: str, port: int, run_dir: Path, restart: bool, str
             raise RuntimeError(f"the proxy did not answer /_stcore/health ({error}; no replica up?); nginx's "
                                f"error log: {log.strip()[-2000:]}") from None
         write_state(run_dir, proxy_url, replicas)
+        public = socket.gethostname() if address in ("0.0.0.0", "::") else address
         print(f"SOAE Lab: {len(upstreams)} replica(s) {', '.join(upstreams)} behind nginx at "
-              f"http://{address}:{port} (logs and state in {run_dir})", flush=True)
+              f"http://{public}:{port} (logs and state in {run_dir})", flush=True)
         while True:
             if proxy.poll() is not None:
                 print(f"nginx exited with code {proxy.returncode}; see {run_dir / 'nginx-error.log'}", file=sys.stderr)
@@ -283,6 +285,9 @@ def serve(count: int, address: str, port: int, run_dir: Path, restart: bool, str
                 proxy.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proxy.kill()
+        for replica in replicas:  # all at once, then wait for each
+            if replica.alive():
+                replica.process.terminate()
         for replica in replicas:
             replica.stop()
 
