@@ -143,7 +143,9 @@ def test_browsers_behind_one_address_spread_and_each_sticks_to_its_replica(clust
     addresses = {r["address"] for r in cluster.replicas}
     visits = [first_visit(cluster.url) for _ in range(40)]  # 40 browsers, all from 127.0.0.1 (one NAT)
     counts = Counter(replica for _, replica in visits)
-    assert set(counts) == addresses and min(counts.values()) >= 8, counts  # ip_hash would put all 40 on one
+    # ip_hash would put all 40 on one replica; random ids give each about 20 (fewer than 5 has odds
+    # of 3e-5 even on a ring split 60/40)
+    assert set(counts) == addresses and min(counts.values()) >= 5, counts
     assert len({cookie for cookie, _ in visits}) == 40
     for cookie, replica in visits[:8]:
         for path in ("/", "/_stcore/health", "/krylov-inspector", "/_stcore/host-config"):
