@@ -94,7 +94,7 @@ async def burst(url: str, queries: list[dict[str, str]]) -> dict[str, Any]:
         return await session.run(PAGE, query), await session.run(PAGE, query)
 
     before, start = load(), time.perf_counter()
-    runs = await asyncio.gather(*(student(s, q) for s, q in zip(sessions, queries)))
+    runs = await asyncio.gather(*(student(s, q) for s, q in zip(sessions, queries, strict=True)))
     result = {"cold": stats([cold for cold, _ in runs]), "warm": stats([warm for _, warm in runs]),
               "wall_s": time.perf_counter() - start, "load_before": before, "load_after": load(),
               "sessions_per_replica": dict(Counter(s.replica for s in sessions))}
@@ -119,7 +119,7 @@ async def one_round(count: int, students: int, seed: int, server_args: list[str]
                     raise RuntimeError(f"warm-up failed: {run}")
 
         cookies = cookie_for_each_replica(deployment.url, addresses)
-        await asyncio.gather(*(warm(c, q) for c, q in zip(cookies.values(), warm_up)))
+        await asyncio.gather(*(warm(c, q) for c, q in zip(cookies.values(), warm_up, strict=False)))
         async with AffinitySession(deployment.url) as session:
             alone = await session.run(PAGE, queries[students])
         result["single_cold_s"] = alone.seconds
@@ -155,7 +155,8 @@ def main() -> None:
     parser.add_argument("--rounds", default="1,2,2,1", help="replica counts, one round each, in this order")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--server-arg", action="append", default=[],
-                        help="extra `streamlit run` option for every replica, e.g. --server-arg=--runner.postScriptGC=false")
+                        help="extra `streamlit run` option for every replica, "
+                             "e.g. --server-arg=--runner.postScriptGC=false")
     parser.add_argument("--name", default="replicas")
     args, _ = parser.parse_known_args()
     if not 1 <= args.students < len(CLASSES) * EXAMPLES_PER_CLASS - 2:

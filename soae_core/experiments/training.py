@@ -24,9 +24,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from soae_core import __version__
 from soae_core.data import SampleSet, load_fashion_mnist
 from soae_core.experiments.machine import machine_facts
-from soae_core.experiments.model_card import evaluate_for_card
+from soae_core.experiments.model_card import CARD_PGD_IMAGES, CARD_SOAE_IMAGES, evaluate_for_card
 from soae_core.experiments.training_objectives import METHODS, ObjectiveConfig, objective_loss
 from soae_core.models import build_model, get_model_info, save_state_dict
 from soae_core.validation import check_choice, check_int, check_positive
@@ -172,8 +173,8 @@ def train(cfg: TrainConfig, checkpoint_dir: Path, resume: bool = False, progress
 
 
 def train_and_save(cfg: TrainConfig, checkpoint_dir: Path, out_dir: Path, command: str, resume: bool = False,
-                   progress: bool = True, test_subset: int | None = None, eval_pgd_n: int = 1000,
-                   eval_soae_n: int = 200) -> dict[str, Any]:
+                   progress: bool = True, test_subset: int | None = None, eval_pgd_n: int = CARD_PGD_IMAGES,
+                   eval_soae_n: int = CARD_SOAE_IMAGES) -> dict[str, Any]:
     """Train ``cfg`` (see :func:`train`), write ``<out_dir>/<model>.safetensors`` and its model card
     ``<model>.json`` (architecture, hyper-parameters, history, machine, :func:`evaluate_for_card`'s
     numbers and ``command``, the command line that ran it). Returns the card."""
@@ -194,6 +195,7 @@ def train_and_save(cfg: TrainConfig, checkpoint_dir: Path, out_dir: Path, comman
         "hyperparameters": run["config"],
         "epochs": cfg.epochs,
         "wall_time_s": {"training": round(train_seconds, 2), "this_invocation": None},
+        "soae_lab_version": __version__,
         "machine": machine_facts(),
         "history": run["history"],
         "grad_evals_per_example_per_epoch": run["history"][-1]["grad_evals_per_example"] if run["history"] else None,
