@@ -43,7 +43,8 @@ def test_stop_interrupts_a_sweep_and_resume_is_offered(server_url, browser):  # 
         wait_for_app(page)
         page.get_by_role("tab", name="τ sweep").click()
         page.get_by_role("button", name="Run the τ sweep").click()
-        stop = page.get_by_role("button", name="Stop")
+        # The page's Stop, not Streamlit's own header "Stop" (shown while any script runs).
+        stop = page.get_by_test_id("stTabs").get_by_role("button", name="Stop")
         stop.wait_for(timeout=120_000)
         page.locator('[data-testid="stProgress"]').first.wait_for(timeout=60_000)
         stop.click()
