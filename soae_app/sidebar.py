@@ -40,7 +40,7 @@ from soae_core.analysis.settings import (
     widget_values,
 )
 from soae_core.data import SAMPLE_DATASETS, list_photos, load_user_image
-from soae_core.models import DEFAULT_MODEL, ModelInfo, list_models, upload_architectures
+from soae_core.models import DEFAULT_MODEL, MAX_UPLOAD_BYTES, ModelInfo, list_models, upload_architectures
 from soae_core.targets import TARGET_MODE_LABELS, TARGET_MODES
 
 SELECTION_KEY = "soae_lab_selection"
@@ -120,6 +120,10 @@ def _upload_weights() -> None:
         st.selectbox("Architecture", list(architectures), key="weights_arch", on_change=_add_weights,
                      help="The zoo architecture your checkpoint was trained for: "
                           + "; ".join(f"{a} as in {name}" for a, name in architectures.items()) + ".")
+        size = uploads.weights_megabytes(st.session_state.get("weights_arch", next(iter(architectures))))
+        if size > MAX_UPLOAD_BYTES / 2**20:
+            st.warning(f"Float32 weights of this architecture take {size:.0f} MB, more than the "
+                       f"{MAX_UPLOAD_BYTES / 2**20:.0f} MB an upload may have here.")
         st.file_uploader("Checkpoint, at most 50 MB", key="weights_upload", on_change=_add_weights,
                          help="A .safetensors file, e.g. what python -m soae_core.train writes. Pickles (.pt, .pth) "
                               "are refused: loading them can run code. Kept in memory for this session only.")

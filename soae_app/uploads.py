@@ -19,7 +19,7 @@ import streamlit as st
 import torch
 from torch import nn
 
-from soae_core.models import ModelInfo, load_uploaded_model
+from soae_core.models import ModelInfo, build_model, load_uploaded_model, upload_architectures
 
 SESSION_KEY = "soae_lab_uploaded_models"
 MAX_HELD = 16
@@ -71,6 +71,13 @@ def add(architecture: str, filename: str, data: bytes) -> ModelInfo:
         uploads.pop(next(iter(uploads)))
     _hold(upload)
     return info
+
+
+@st.cache_data(show_spinner=False)
+def weights_megabytes(architecture: str) -> float:
+    """Size in MB (2**20 bytes) of an architecture's float32 safetensors weights (parameters and buffers)."""
+    model = build_model(upload_architectures()[architecture])
+    return sum(t.numel() * 4 for t in model.state_dict().values()) / 2**20
 
 
 def is_upload(name: str) -> bool:

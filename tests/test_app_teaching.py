@@ -242,3 +242,12 @@ def test_uploaded_weights_join_the_models_page_and_its_table_one():
     chosen = app.sidebar.selectbox(key="model").value
     assert chosen in app.dataframe[0].value.index
     assert app.dataframe[0].value.loc[chosen, "Architecture"] == "small-cnn"
+
+
+def test_architectures_too_large_to_upload_say_so():
+    app = start()
+    app.sidebar.selectbox(key="weights_arch").set_value("wrn-34-10").run()
+    assert_clean(app)
+    assert any("more than the 50 MB" in w.value for w in app.sidebar.warning)
+    app.sidebar.selectbox(key="weights_arch").set_value("resnet18-cifar").run()
+    assert not [w for w in app.sidebar.warning if "50 MB" in w.value]
