@@ -247,7 +247,7 @@ def load_uploaded_model(architecture: str, data: bytes, filename: str, device: s
     name = f"{Path(filename).name} ({spec.architecture}, {digest[:8]})"
     info = ModelInfo(name=name, dataset=spec.dataset, architecture=spec.architecture, input_shape=spec.input_shape,
                      num_classes=len(spec.class_names), class_names=spec.class_names,
-                     method=metadata.get("method", "unknown"), available=True, reason="",
+                     method=metadata.get("method", "user"), available=True, reason="",
                      description=f"Your upload: {spec.architecture} weights from {Path(filename).name}.",
                      weights_path=None)
     return UploadedModel(model=model, info=info, metadata=metadata, digest=digest)
