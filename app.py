@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent
 PAGES = [
     ("1 · Explore", "attack_lab.py", "Attack Lab", ":material/science:", "attack-lab"),
     ("1 · Explore", "how_soae_works.py", "How SOAE works", ":material/school:", "how-soae-works"),
+    ("1 · Explore", "target_grid.py", "Source × target grid", ":material/grid_on:", "target-grid"),
     ("2 · Inspect", "krylov_inspector.py", "Krylov Inspector", ":material/query_stats:", "krylov-inspector"),
     ("2 · Inspect", "perturbation_anatomy.py", "Perturbation Anatomy", ":material/grain:", "perturbation-anatomy"),
     ("3 · Evaluate", "compare_sweeps.py", "Compare & Sweeps", ":material/leaderboard:", "compare-sweeps"),

@@ -5,8 +5,16 @@ import streamlit as st
 from soae_app import cache
 from soae_app.figures.attack_lab import loss_figure, perturbation_figure, top5_figure
 from soae_app.figures.common import display_image
-from soae_app.sidebar import Selection, ready_selection
-from soae_core.analysis.attack_lab import LabRun, metrics_table, npy_bytes, png_bytes, run_bundle
+from soae_app.sidebar import Selection, comparable_models, ready_selection
+from soae_core.analysis.attack_lab import (
+    EIGHT_BIT_COLUMN,
+    LabRun,
+    metrics_table,
+    npy_bytes,
+    png_bytes,
+    run_bundle,
+    transfer_table,
+)
 
 st.title("Attack Lab")
 st.markdown("SOAE steps along **δ̃ ≈ H⁻¹g**, the Newton direction of the loss, found by GMRES from "
@@ -34,15 +42,22 @@ except ValueError as error:
 
 names = run.class_names
 clean_confidence = run.clean_probabilities[run.clean_prediction]
+aim = "" if run.target is None else f" · target **{names[run.target]}**: an attack succeeds only when the model " \
+    f"predicts it"
 st.markdown(f"True class **{names[run.label]}** · the model predicts **{names[run.clean_prediction]}** "
             f"({clean_confidence:.0%}) on the original"
-            + ("" if run.clean_prediction == run.label else " — already wrong before any attack") + ".")
+            + ("" if run.clean_prediction == run.label else " — already wrong before any attack") + aim + ".")
+for name, reason in run.skipped.items():
+    st.info(f"**{name}** is left out: {reason}.")
 
 columns = st.columns(1 + len(run.outcomes))
 columns[0].image(display_image(run.image), caption=f"Original: {names[run.clean_prediction]} "
                  f"({clean_confidence:.0%})", width="stretch")
 for column, outcome in zip(columns[1:], run.outcomes):
-    verdict = "fooled ✓" if outcome.success else "not fooled"
+    if run.target is None:
+        verdict = "fooled ✓" if outcome.success else "not fooled"
+    else:
+        verdict = "target reached ✓" if outcome.success else "target not reached"
     column.image(display_image(outcome.adv), width="stretch",
                  caption=f"{outcome.name}: {names[outcome.prediction]} "
                          f"({outcome.probabilities[outcome.prediction]:.0%}) — {verdict}")
@@ -53,7 +68,11 @@ st.plotly_chart(top5_figure(run), key="lab::top5")
 st.subheader("Metrics")
 st.dataframe(metrics_table(run), column_config={
     "Confidence": st.column_config.NumberColumn(format="percent"),
-    "Success": st.column_config.CheckboxColumn(help="The prediction differs from the true class."),
+    "Success": st.column_config.CheckboxColumn(
+        help="Untargeted: the prediction differs from the true class. Targeted: the prediction is the target."),
+    EIGHT_BIT_COLUMN: st.column_config.TextColumn(
+        help="Is the example still adversarial once saved as an 8-bit image (PNG)? Rounding moves each pixel by "
+             "up to 0.5/255 and can undo a borderline attack."),
     "PSNR (dB)": st.column_config.NumberColumn(format="%.1f", help="data_range = 1; the paper's convention adds 48.1 dB."),
     "SSIM": st.column_config.NumberColumn(format="%.3f"),
     "L2": st.column_config.NumberColumn(format="%.3f", help="‖δ‖₂ in [0, 1] pixel units."),
@@ -76,20 +95,51 @@ def iteration_scrubber(run: LabRun) -> None:
         st.plotly_chart(loss_figure(run.iterations, index), key="lab::loss")
         if index > 0:
             st.caption(f"Step {index}: GMRES used m = {view.m} Krylov vectors ({view.stop_reason}); "
-                       f"cos(δ̃, g) = {view.cosine_to_gradient:.3f} — 1 would be the plain gradient direction.")
+                       f"cos(δ̃, g) = {view.cosine_to_gradient:.3f} — 1 would be the plain gradient direction."
+                       + ("" if run.target is None else f" Targeted: the loss is the cross-entropy of the target "
+                                                        f"{names[run.target]}, which SOAE lowers."))
 
 
 iteration_scrubber(run)
+
+st.subheader("Does it fool the other models? (transfer)")
+successful = [position for position, o in enumerate(run.outcomes) if o.success]
+transfer_source = st.selectbox("Adversarial image of", [o.name for o in run.outcomes], key="lab::transfer",
+                               index=successful[0] if successful else 0)
+others = comparable_models(selection.info)
+if len(others) == 1:
+    st.caption("No other model of this dataset is available to test transfer on.")
+else:
+    st.dataframe(transfer_table({i.name: cache.model(i) for i in others}, run, run.outcome(transfer_source),
+                                selection.info.name),
+                 column_config={"Fooled": st.column_config.CheckboxColumn(),
+                                "Fooled after rounding": st.column_config.CheckboxColumn()})
+    st.caption(f"The {transfer_source} example was computed on {selection.info.name} only; the other rows show "
+               "whether it fools models it never saw" + ("" if run.target is None else " (reaching the target)") + ".")
 
 st.subheader("Downloads")
 chosen = st.selectbox("Attack to download", [o.name for o in run.outcomes], key="lab::download")
 outcome = run.outcome(chosen)
 stem = f"{selection.info.name}_{chosen}".replace("/", "-")
-left, middle, right = st.columns(3)
+if not outcome.success:
+    st.caption(f"The {chosen} example is not adversarial, so neither is its PNG.")
+elif outcome.success_8bit:
+    st.success(f"The PNG of {chosen} is still adversarial after 8-bit rounding "
+               f"(the model predicts {names[outcome.prediction_8bit]}).", icon=":material/check_circle:")
+else:
+    st.warning(f"Saving {chosen} as an 8-bit PNG undoes the attack: the rounded image is classified "
+               f"{names[outcome.prediction_8bit]}. Use the 8-bit-safe PNG.", icon=":material/warning:")
+left, middle, right, last = st.columns(4)
 left.download_button("Adversarial image (PNG)", png_bytes(outcome.adv), f"{stem}_adversarial.png", "image/png",
-                     on_click="ignore", help="8-bit PNG: rounding can undo a borderline attack; the .npy is exact.")
-middle.download_button("Perturbation δ (.npy)", npy_bytes(outcome.perturbation), f"{stem}_perturbation.npy",
-                       "application/octet-stream", on_click="ignore")
-right.download_button("Parameters & versions (JSON)",
-                      run_bundle(run, selection.settings, selection.info.name, selection.image_source),
-                      f"{selection.info.name}_run.json", "application/json", on_click="ignore")
+                     on_click="ignore", help="Rounded to 8 bits per pixel (see above); the .npy is exact.")
+middle.download_button("8-bit-safe PNG", png_bytes(outcome.grid_adv), f"{stem}_adversarial_8bit_safe.png",
+                       "image/png", on_click="ignore", disabled=not outcome.success,
+                       help="Projected onto the 8-bit grid inside the ε-ball so that it stays adversarial where "
+                            "possible: " + outcome.grid_note)
+right.download_button("Perturbation δ (.npy)", npy_bytes(outcome.perturbation), f"{stem}_perturbation.npy",
+                      "application/octet-stream", on_click="ignore")
+last.download_button("Parameters & versions (JSON)",
+                     run_bundle(run, selection.settings, selection.info.name, selection.image_source),
+                     f"{selection.info.name}_run.json", "application/json", on_click="ignore")
+if outcome.success:
+    st.caption(f"8-bit-safe PNG: {outcome.grid_note}")

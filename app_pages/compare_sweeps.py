@@ -3,14 +3,16 @@ gradient budget — and SOAE's η, τ and N sweeps (the paper's Figures 1–3, T
 
 import pandas as pd
 import streamlit as st
+import torch
 
 from soae_app import batch_runner, cache
 from soae_app.figures.compare_sweeps import budget_figure, eta_figure, steps_figure, tau_figure
-from soae_app.sidebar import Selection, current_selection
+from soae_app.sidebar import Selection, comparable_models, current_selection
 from soae_core.analysis import compare_sweeps as compare
 from soae_core.analysis.jobs import Job
 from soae_core.attacks import ATTACKS
 from soae_core.data import SAMPLE_DATASETS
+from soae_core.transfer import transfer_matrix
 
 st.title("Compare & Sweeps")
 st.markdown("One image can mislead. Here the attacks run on many bundled test images with the sidebar's ε and "
@@ -39,8 +41,8 @@ st.caption(f"{info.name} · ε = {settings.eps * 255:g}/255 · SOAE: N = {settin
 
 
 def kwargs(name: str) -> dict:
-    """The attack's keyword arguments from the sidebar's settings."""
-    return settings.attack_kwargs(name, info.dataset)
+    """The attack's keyword arguments from the sidebar's settings, untargeted (accuracy over many images)."""
+    return settings.untargeted().attack_kwargs(name, info.dataset)
 
 
 def csv_button(column, table: pd.DataFrame, name: str, key: str) -> None:
@@ -54,7 +56,8 @@ def json_bytes(tables: dict[str, pd.DataFrame], run: batch_runner.RunProgress) -
     return compare.tables_json(tables, info.name, n, run.complete, settings)
 
 
-tab_attacks, tab_eta, tab_tau, tab_steps = st.tabs(["Attacks", "η sweep", "τ sweep", "N sweep"])
+tab_attacks, tab_transfer, tab_eta, tab_tau, tab_steps = st.tabs(["Attacks", "Transfer", "η sweep", "τ sweep",
+                                                                  "N sweep"])
 
 with tab_attacks:
     if not attacks:
@@ -78,6 +81,9 @@ with tab_attacks:
                                            "attack makes the model get wrong."),
                 "Gradient evals / image": st.column_config.NumberColumn(format="%.1f"),
                 "Time (s)": st.column_config.NumberColumn(format="%.1f", help="Attack wall time on this machine."),
+                compare.ACCURACY_8BIT: st.column_config.NumberColumn(
+                    format="percent", help="Accuracy on the same adversarial images rounded to 8 bits per pixel, as a "
+                                           "saved PNG holds them; rounding can undo borderline attacks."),
             })
             st.plotly_chart(budget_figure(budget, accuracy.loc[compare.CLEAN_ROW, "Accuracy"]), key="compare::budget")
             st.caption("Each point is the accuracy after one step of an attack, placed at the gradient evaluations it "
@@ -99,6 +105,54 @@ with tab_attacks:
             csv_button(columns[2], budget, "Budget curve", "budget")
             columns[3].download_button("Everything (JSON)", json_bytes(tables, run), f"{info.name}_compare.json",
                                        "application/json", on_click="ignore", key="download::compare_json")
+
+
+with tab_transfer:
+    st.subheader("Transfer between models")
+    models_here = comparable_models(info)
+    st.caption(f"The attack is computed on each source model (rows) for the same {n} images and shown to every "
+               "model (columns); each cell is that model's accuracy on those examples. The diagonal is the "
+               "white-box attack; off the diagonal the model never saw the attack.")
+    if len(models_here) < 2:
+        st.info("Transfer needs at least two available models of this dataset.")
+    else:
+        left, right = st.columns(2)
+        transfer_attack = left.selectbox("Attack", list(ATTACKS), index=list(ATTACKS).index("PGD"),
+                                         key="transfer::attack")
+        rounding = right.toggle("After 8-bit rounding", key="transfer::rounded",
+                                help="Cells for the adversarial images rounded to 8 bits per pixel (saved PNGs).")
+        config = (tuple(i.name for i in models_here), n, transfer_attack, str(kwargs(transfer_attack)))
+        if st.button(f"Run {transfer_attack} on {len(models_here)} models", key="transfer::run", type="primary"):
+            st.session_state["transfer::config"] = config
+        if st.session_state.get("transfer::config") == config:
+            images, labels = cache.compare_images(info.dataset, n)
+            nets = {i.name: cache.model(i) for i in models_here}
+            by_name = {i.name: i for i in models_here}
+            bar = st.progress(0.0, text=f"{transfer_attack} on {models_here[0].name}…")
+
+            def craft(source: str):
+                adv = cache.transfer_examples(by_name[source], info.dataset, n, transfer_attack,
+                                              kwargs(transfer_attack))
+                return torch.from_numpy(adv)
+
+            try:
+                matrix = transfer_matrix(nets, images, labels, transfer_attack, kwargs(transfer_attack), craft=craft,
+                                         progress=lambda done, total, name: bar.progress(
+                                             done / total, text=f"{transfer_attack}: {done} of {total} source models"))
+            except ValueError as error:
+                bar.empty()
+                st.error(f"The transfer matrix could not be computed: {error}")
+            else:
+                bar.empty()
+                st.dataframe(matrix.table(after_rounding=rounding), column_config={
+                    name: st.column_config.NumberColumn(format="%.0f %%") for name in matrix.targets})
+                st.caption(f"Rows: the model {transfer_attack} was computed on. Columns: the model classifying the "
+                           "examples. " + ("After 8-bit rounding." if rounding else "Exact (float) examples."))
+                st.download_button("Transfer matrix (CSV)", matrix.csv_bytes(),
+                                   f"transfer_{transfer_attack}_{n}_images.csv", "text/csv", on_click="ignore",
+                                   key="download::transfer")
+        else:
+            st.caption("Press the button to run it (one attack per model; cached per model).")
 
 
 SWEEP_TEXT = {

@@ -4,17 +4,16 @@ Fashion-MNIST models, measured here on bundled test images."""
 import streamlit as st
 
 from soae_app import batch_runner, cache
-from soae_app.sidebar import Selection, current_selection
+from soae_app.sidebar import Selection, current_selection, session_models
 from soae_core.analysis.models import bundled_models, card_column, table_one, table_one_tasks, zoo_table
 from soae_core.attacks import ATTACKS
 from soae_core.defaults import PAPER_EPS
-from soae_core.models import list_models
 
 st.title("Models")
 st.markdown("Every model the lab knows, with what its model card says: how it was trained and how robust it was "
             "when it was trained. Bundled models carry a card; the others need weights you bring.")
 
-infos = list_models()
+infos = session_models()  # your own uploaded weights are rows too
 zoo = zoo_table(infos)
 pgd_column, soae_column = card_column("PGD-20", PAPER_EPS), card_column("SOAE", PAPER_EPS)
 numbers = ["Dataset", "Architecture", "Method", "Available", "Clean accuracy", pgd_column, soae_column, "Test images"]

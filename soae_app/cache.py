@@ -10,7 +10,8 @@ runs are cached one (job, batch) unit at a time: a stopped run resumes where it 
 session asking for the same unit gets it without recomputing.
 
 A model is keyed by name, dtype and its weights file's size and modification time, so a
-retrained checkpoint is picked up without restarting the app. Every cached computation on a
+retrained checkpoint is picked up without restarting the app. An uploaded model (``uploads``) is
+keyed by its name, which holds the SHA-256 of its bytes. Every cached computation on a
 model has one shape, made by :func:`per_model`: ``f(info, *args)``, computed as
 ``compute(model, *args)`` on the shared model. Images arrive as NumPy (C, H, W) in [0, 1].
 """
@@ -28,7 +29,16 @@ import streamlit as st
 import torch
 from torch import nn
 
-from soae_core.analysis import attack_lab, how_soae_works, jobs, krylov_inspector, perturbation_anatomy
+from soae_app import uploads
+from soae_core import transfer
+from soae_core.analysis import (
+    attack_lab,
+    how_soae_works,
+    jobs,
+    krylov_inspector,
+    perturbation_anatomy,
+    target_grid,
+)
 from soae_core.analysis.common import image_batch
 from soae_core.analysis.settings import DEFAULT_SETTINGS, AttackSettings
 from soae_core.data import SampleSet, load_photo, load_samples
@@ -48,6 +58,8 @@ def weights_version(info: ModelInfo) -> str:
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
 def _model(name: str, dtype_name: str, version: str) -> nn.Module:
     del version  # part of the cache key only
+    if uploads.is_upload(name):  # your own weights: the name holds the file's SHA-256
+        return uploads.load(name, _DTYPES[dtype_name])
     return load_model(name, dtype=_DTYPES[dtype_name])
 
 
@@ -95,21 +107,30 @@ def per_model(max_entries: int, dtypes: tuple[str, ...] = ("float32",)) -> Calla
 
 # ---------------------------------------------------------------------------------- Attack Lab
 @per_model(max_entries=256)
-def attack(net: nn.Module, image: np.ndarray, label: int, name: str,
-           kwargs: dict[str, Any]) -> tuple[attack_lab.AttackOutcome, list[attack_lab.IterationView]]:
+def attack(net: nn.Module, image: np.ndarray, label: int, name: str, kwargs: dict[str, Any],
+           target: int | None = None) -> tuple[attack_lab.AttackOutcome, list[attack_lab.IterationView]]:
     """:func:`soae_core.analysis.attack_lab.run_attack` of attack ``name`` with keyword arguments
-    ``kwargs`` on the image, cached on the attack's own arguments only."""
-    return attack_lab.run_attack(net, image_batch(image), label, name, kwargs)
+    ``kwargs`` (aimed at ``target`` when targeted) on the image, cached on the attack's own arguments only."""
+    return attack_lab.run_attack(net, image_batch(image), label, name, kwargs, target)
 
 
 def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings,
             on_attack: Callable[[str], None] | None = None) -> attack_lab.LabRun:
     """:func:`soae_core.analysis.attack_lab.run_lab` on the image, every attack from :func:`attack`."""
-    def run(name: str, kwargs: dict[str, Any]) -> tuple[attack_lab.AttackOutcome, list[attack_lab.IterationView]]:
-        return attack(info, image, label, name, kwargs)
+    def run(name: str, kwargs: dict[str, Any],
+            target: int | None) -> tuple[attack_lab.AttackOutcome, list[attack_lab.IterationView]]:
+        return attack(info, image, label, name, kwargs, target)
 
     return attack_lab.run_lab(model(info), image_batch(image), label, settings, info.dataset, info.class_names,
                               run=run, on_attack=on_attack)
+
+
+# ---------------------------------------------------------------------------------- Source × target grid
+@per_model(max_entries=256)
+def grid_row(net: nn.Module, image: np.ndarray, source_class: int, attack: str,
+             kwargs: dict[str, Any]) -> target_grid.GridRow:
+    """:func:`soae_core.analysis.target_grid.grid_row`: one source image towards every class, cached per row."""
+    return target_grid.grid_row(net, image_batch(image), source_class, attack, kwargs)
 
 
 # ---------------------------------------------------------------------------------- Krylov Inspector
@@ -188,6 +209,21 @@ def spatial_layers(net: nn.Module, input_shape: tuple[int, int, int]) -> list[st
 
 
 # ---------------------------------------------------------------------------------- Compare & Sweeps, Models
+@per_model(max_entries=64)
+def transfer_examples(net: nn.Module, dataset: str, n: int, attack: str, kwargs: dict[str, Any]) -> np.ndarray:
+    """:func:`soae_core.transfer.adversarial_examples` of ``attack`` on this model for the first ``n``
+    bundled images of ``dataset`` in the class-balanced order, (n, C, H, W) float32, cached per source model."""
+    images, labels = compare_images(dataset, n)
+    return transfer.adversarial_examples(net, images, labels, attack, kwargs).float().numpy()
+
+
+def compare_images(dataset: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` bundled images of ``dataset`` and their labels in the class-balanced order."""
+    sample_set = samples(dataset)
+    positions = jobs.image_order(sample_set.labels)[:n]
+    return sample_set.images[positions], sample_set.labels[positions]
+
+
 @per_model(max_entries=512)
 def compare_batch(net: nn.Module, dataset: str, job: jobs.Job, start: int, stop: int) -> jobs.BatchOutcome:
     """``job`` on the bundled images of ``dataset`` at positions start..stop of the class-balanced

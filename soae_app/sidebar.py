@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from soae_app import cache
+from soae_app import cache, uploads
 from soae_app.figures.common import display_image
 from soae_core import __version__
 from soae_core.analysis.common import class_probabilities, image_batch
@@ -35,13 +35,16 @@ from soae_core.analysis.settings import (
     format_factor,
     format_power,
     preset_matching,
+    preset_values,
     settings_from_widgets,
     widget_values,
 )
 from soae_core.data import SAMPLE_DATASETS, list_photos, load_user_image
-from soae_core.models import DEFAULT_MODEL, ModelInfo, list_models
+from soae_core.models import DEFAULT_MODEL, MAX_UPLOAD_BYTES, ModelInfo, list_models, upload_architectures
+from soae_core.targets import TARGET_MODE_LABELS, TARGET_MODES
 
 SELECTION_KEY = "soae_lab_selection"
+UPLOAD_ERROR_KEY = "soae_lab_weights_error"
 BIND = "query-params"
 DEFAULTS = widget_values(DEFAULT_SETTINGS)
 
@@ -83,8 +86,53 @@ def ready_selection() -> Selection:
     return selection
 
 
+def session_models() -> list[ModelInfo]:
+    """The zoo's models, then this session's uploads (your own weights)."""
+    return list_models() + [upload.info for upload in uploads.session_uploads().values()]
+
+
+def comparable_models(info: ModelInfo) -> list[ModelInfo]:
+    """Every available model of ``info``'s dataset and input shape — bundled ones and this session's
+    uploads — ``info`` first (for transfer)."""
+    others = [c for c in session_models() if c.available and c.name != info.name and c.dataset == info.dataset
+              and c.input_shape == info.input_shape and c.num_classes == info.num_classes]
+    return [info] + others
+
+
+def _add_weights() -> None:
+    """Callback of the weights uploader and its architecture: check the file, keep it for this
+    session and select it; on a refused file keep the message and change nothing else."""
+    upload = st.session_state.get("weights_upload")
+    st.session_state.pop(UPLOAD_ERROR_KEY, None)
+    if upload is None:
+        return
+    try:
+        info = uploads.add(st.session_state["weights_arch"], upload.name, upload.getvalue())
+    except ValueError as error:
+        st.session_state[UPLOAD_ERROR_KEY] = f"Cannot use **{upload.name}**: {error}"
+        return
+    st.session_state["model"] = info.name
+
+
+def _upload_weights() -> None:
+    with st.expander("Your own weights (.safetensors)"):
+        architectures = upload_architectures()
+        st.selectbox("Architecture", list(architectures), key="weights_arch", on_change=_add_weights,
+                     help="The zoo architecture your checkpoint was trained for: "
+                          + "; ".join(f"{a} as in {name}" for a, name in architectures.items()) + ".")
+        size = uploads.weights_megabytes(st.session_state.get("weights_arch", next(iter(architectures))))
+        if size > MAX_UPLOAD_BYTES / 2**20:
+            st.warning(f"Float32 weights of this architecture take {size:.0f} MB, more than the "
+                       f"{MAX_UPLOAD_BYTES / 2**20:.0f} MB an upload may have here.")
+        st.file_uploader("Checkpoint, at most 50 MB", key="weights_upload", on_change=_add_weights,
+                         help="A .safetensors file, e.g. what python -m soae_core.train writes. Pickles (.pt, .pth) "
+                              "are refused: loading them can run code. Kept in memory for this session only.")
+        if UPLOAD_ERROR_KEY in st.session_state:
+            st.error(st.session_state[UPLOAD_ERROR_KEY])
+
+
 def _pick_model() -> ModelInfo:
-    infos = {info.name: info for info in list_models()}
+    infos = {info.name: info for info in session_models()}
     names = list(infos)
     available = [name for name in names if infos[name].available]
     default = DEFAULT_MODEL if DEFAULT_MODEL in available or not available else available[0]
@@ -96,6 +144,7 @@ def _pick_model() -> ModelInfo:
         st.caption(info.description)
     else:
         st.warning(f"**{name}** is unavailable: {info.reason}")
+    _upload_weights()
     return info
 
 
@@ -162,12 +211,28 @@ def _apply_preset() -> None:
     """Pills used as buttons: set every attack widget to the clicked preset, then clear the pill."""
     name = st.session_state["preset"]
     if name in PRESETS:
-        for key, value in widget_values(PRESETS[name]).items():
+        for key, value in preset_values(name).items():
             st.session_state[key] = value
     st.session_state["preset"] = None
 
 
-def _pick_settings() -> AttackSettings:
+def _pick_target(info: ModelInfo, label: int | None) -> dict[str, object]:
+    mode = st.segmented_control("Target", TARGET_MODES, format_func=TARGET_MODE_LABELS.get, default=DEFAULTS["target"],
+                                key="target", bind=BIND, required=True,
+                                help="Untargeted: any wrong class. Chosen / least likely / random (seeded by the "
+                                     "random seed): the attacks aim at that class, and succeed only when the model "
+                                     "predicts it. AutoAttack has no targeted mode.")
+    values: dict[str, object] = {"target": mode}
+    if mode == "chosen":
+        first_other = 0 if label is None else (label + 1) % info.num_classes
+        true_class = "" if label is None else f" ({info.class_names[label]} for this image)"
+        values["tcls"] = st.selectbox("Target class", range(info.num_classes), index=first_other, key="tcls",
+                                      bind=BIND, format_func=lambda i: info.class_names[i],
+                                      help=f"Must differ from the image's true class{true_class}.")
+    return values
+
+
+def _pick_settings(info: ModelInfo, label: int | None) -> AttackSettings:
     st.pills("Presets", list(PRESETS), key="preset", on_change=_apply_preset,
              help="paper: the paper's ε, η, τ, N with finite differences. exact Hessian: exact products, τ = 1e-6. "
                   "fast classroom: exact products, N = 2, m ≤ 10, FGSM only.")
@@ -187,6 +252,7 @@ def _pick_settings() -> AttackSettings:
                                 key="tau", bind=BIND, help="GMRES stops when ‖r‖/β < τ (paper: 1e-3)."),
         "cmp": st.multiselect("Compare with", BASELINES, default=DEFAULTS["cmp"], key="cmp", bind=BIND,
                               help="First-order baselines run on the same image and budget."),
+        **_pick_target(info, label),
     }
     with st.expander("More settings"):
         values["step"] = st.radio("Step rule", list(STEP_RULE_LABELS),
@@ -206,7 +272,7 @@ def _pick_settings() -> AttackSettings:
         values["rs"] = st.checkbox("Random start in the ε-ball", value=DEFAULTS["rs"], key="rs", bind=BIND)
         values["seed"] = st.number_input("Random seed", min_value=0, max_value=2**31 - 1, value=DEFAULTS["seed"],
                                          step=1, key="seed", bind=BIND,
-                                         help="Seeds the random start and the randomised baselines.")
+                                         help="Seeds the random start, the randomised baselines and random targets.")
     for key in ("alpha", "alpha_raw"):  # the step rule shows only one of the two
         values.setdefault(key, st.session_state.get(key, DEFAULTS[key]))
     settings = settings_from_widgets(values)
@@ -232,6 +298,6 @@ def render_sidebar() -> Selection:
             st.error(str(error))
             problem = str(error)
     st.header("Attack", divider="gray")
-    settings = _pick_settings()
+    settings = _pick_settings(info, label)
     st.caption(f"SOAE Lab {__version__}")
     return Selection(info=info, settings=settings, image=image, label=label, image_source=source, problem=problem)

@@ -35,7 +35,7 @@ def start(query: dict[str, str] | None = None) -> AppTest:
 
 
 def metric_rows(app: AppTest) -> list[str]:
-    assert len(app.dataframe) == 1
+    assert len(app.dataframe) >= 1  # the metrics first (then the transfer table when other models exist)
     return list(app.dataframe[0].value.index)
 
 
@@ -49,8 +49,9 @@ def test_attack_lab_with_defaults():
     assert table.loc["FGSM", "Gradient evals"] == 1
     main_images = [img for img in app.main.image]
     assert len(main_images) >= 4  # original + 3 attacks (+ the scrubber's iterate)
-    assert len(app.get("download_button")) == 3
+    assert len(app.get("download_button")) == 4  # PNG, 8-bit-safe PNG, δ, JSON bundle
     assert len(app.get("plotly_chart")) == 3  # perturbations, top-5, loss along the iterations
+    assert len(app.dataframe) == 2  # the metrics and the transfer table (two models in models_dir)
     assert f"SOAE Lab {soae_core.__version__}" in [c.value for c in app.sidebar.caption]
 
 
@@ -132,7 +133,8 @@ def test_imagenet_model_offers_photographs(tmp_path, monkeypatch):
     assert_clean(app)
     assert app.sidebar.segmented_control(key="src").value == "Photos"
     assert app.sidebar.selectbox(key="photo").value == "chelsea"
-    assert len(app.sidebar.selectbox) == 3  # model, photograph, true label (1000 ImageNet classes)
+    # model, your own weights' architecture, photograph, true label (1000 ImageNet classes)
+    assert len(app.sidebar.selectbox) == 4
     assert metric_rows(app) == ["SOAE", "FGSM"]
     app.sidebar.selectbox(key="model").set_value("fmnist-cnn-std").run()  # no photographs there
     assert_clean(app)
@@ -193,7 +195,7 @@ def test_upload_of_a_valid_png_is_attacked():
     app = upload(start(), "shirt.png", png((rng.random((40, 30, 3)) * 255).astype(np.uint8)))
     assert_clean(app)
     assert metric_rows(app) == ["SOAE", "FGSM", "PGD"]
-    assert len(app.sidebar.selectbox) == 2  # model and the true label of the upload
+    assert len(app.sidebar.selectbox) == 3  # model, your own weights' architecture, the upload's true label
 
 
 @pytest.mark.parametrize("name, content", [

@@ -9,13 +9,12 @@ model card, so the tests do not depend on the bundled training runs.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
+from conftest import assert_clean
 from streamlit.testing.v1 import AppTest
 
-from conftest import assert_clean
 from soae_app.batch_runner import run_id
 from soae_core import metrics
 from soae_core.analysis import compare_sweeps as compare
@@ -113,13 +112,15 @@ def test_compare_with_defaults_runs_fgsm_pgd_and_soae():
     assert_clean(app)
     accuracy, quality = (frame.value for frame in app.dataframe)
     assert list(accuracy.index) == [compare.CLEAN_ROW, "FGSM", "PGD", "SOAE"]
-    assert list(accuracy.columns) == ["Images", "Accuracy", "Fooled", "Gradient evals / image", "Time (s)"]
+    assert list(accuracy.columns) == ["Images", "Accuracy", "Accuracy after 8-bit rounding", "Fooled",
+                                      "Gradient evals / image", "Time (s)"]
     assert (accuracy["Images"] == 20).all()
     assert accuracy.loc["PGD", "Gradient evals / image"] == 20
     assert list(quality.index) == ["FGSM", "PGD", "SOAE"]
     assert (quality["L∞ (×1/255)"] <= 8 + 1e-3).all()
     assert len(app.get("download_button")) == 4
-    assert [b.label for b in app.button] == ["Run the η sweep", "Run the τ sweep", "Run the N sweep"]
+    assert [b.label for b in app.button] == ["Run PGD on 2 models", "Run the η sweep", "Run the τ sweep",
+                                             "Run the N sweep"]
 
 
 def test_compare_accuracy_equals_fgsm_run_directly():

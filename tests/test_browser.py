@@ -34,6 +34,8 @@ VIEWS = [("krylov-inspector?N=2", "deep_link_krylov_inspector")] + \
     [(path, title.lower().replace(" ", "_").replace("&", "and")) for path, title in navigation_pages()] + [
     ("?eps=16%2F255&N=2&hvp=exact&cmp=FGSM&cmp=PGD&cmp=ASOD&cls=Sneaker", "attack_lab_shared_link"),
     ("krylov-inspector?hvp=exact&tau=1e-6", "krylov_inspector_exact"),
+    ("?eps=25.5%2F255&target=chosen+class&tcls=Bag&cmp=PGD&cmp=AutoAttack", "attack_lab_targeted"),
+    ("target-grid?eps=25.5%2F255", "target_grid_eps_0.1"),
 ]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,

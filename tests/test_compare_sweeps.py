@@ -10,14 +10,24 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_cnn
+
 from soae_core import metrics
-from soae_core.analysis.compare_sweeps import (CLEAN_ROW, accuracy_table, budget_table, quality_table, sweep_jobs,
-                                               sweep_table, tables_json, image_counts)
+from soae_core.analysis.compare_sweeps import (
+    ACCURACY_8BIT,
+    CLEAN_ROW,
+    accuracy_table,
+    budget_table,
+    image_counts,
+    quality_table,
+    sweep_jobs,
+    sweep_table,
+    tables_json,
+)
 from soae_core.analysis.jobs import BatchOutcome, Job, batches, combine, image_order, run_batch
 from soae_core.analysis.settings import DEFAULT_SETTINGS
 from soae_core.attacks import FGSM, PGD
+from soae_core.eight_bit import to_8bit
 
 EPS = 0.1
 
@@ -102,7 +112,7 @@ def test_tables_hold_accuracies_fooled_shares_and_quality_means(data):
     results = {job.label: run_job(model, job, images, labels, 6) for job in jobs}
     table = accuracy_table(results)
     assert list(table.index) == [CLEAN_ROW, "FGSM", "SOAE"]
-    assert list(table.columns) == ["Images", "Accuracy", "Fooled", "Gradient evals / image", "Time (s)"]
+    assert list(table.columns) == ["Images", "Accuracy", ACCURACY_8BIT, "Fooled", "Gradient evals / image", "Time (s)"]
     assert table.loc[CLEAN_ROW, "Accuracy"] == pytest.approx(9 / 12)
     soae = results["SOAE"]
     correct = soae.clean_prediction == soae.labels
@@ -111,6 +121,8 @@ def test_tables_hold_accuracies_fooled_shares_and_quality_means(data):
     assert np.all(soae.krylov_m <= 4)  # exact products on a 5-class ReLU net: m ≤ C − 1
     quality = quality_table(results)
     adv = FGSM(model, eps=EPS)(images, labels).adv
+    assert table.loc["FGSM", ACCURACY_8BIT] == pytest.approx(metrics.accuracy(model, to_8bit(adv), labels))
+    assert table.loc[CLEAN_ROW, ACCURACY_8BIT] == table.loc[CLEAN_ROW, "Accuracy"]
     changed = metrics.perturbation_norms(images, adv)["linf"] > 0
     assert quality.loc["FGSM", "PSNR (dB)"] == pytest.approx(metrics.psnr(images, adv)[changed].mean())
     assert quality.loc["FGSM", "PSNR, paper's convention (dB)"] - quality.loc["FGSM", "PSNR (dB)"] == \

@@ -18,7 +18,8 @@ from dataset_files import write_idx_dataset
 import soae_core
 from soae_core.experiments.training import TrainConfig, train
 from soae_core.experiments.training_objectives import ObjectiveConfig
-from soae_core.models import load_model
+from soae_core.models import load_model, load_uploaded_model
+from soae_core.models.weights import safetensors_metadata
 from soae_core.train import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +65,15 @@ def test_one_tiny_epoch_per_method_writes_weights_and_card(method, evals, tiny_f
     assert 0.0 <= card["sample_set_accuracy"] <= 1.0
     model = load_model(name, weights_path=out / f"{name}.safetensors")
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    # The file is what the app's "your own weights" upload takes: it names its architecture.
+    data = (out / f"{name}.safetensors").read_bytes()
+    assert safetensors_metadata(data) == {"model": name, "architecture": "small-cnn", "method": method}
+    upload = load_uploaded_model("small-cnn", data, f"{name}.safetensors")
+    images = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(upload.model(images), model(images))
+    with pytest.raises(ValueError, match="holds weights for the 'small-cnn' architecture"):
+        load_uploaded_model("small-cnn-smooth", data, f"{name}.safetensors")
 
 
 def _cfg(**objective) -> TrainConfig:

@@ -13,7 +13,7 @@ import io
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,10 @@ from soae_core import __version__
 from soae_core.analysis.common import check_single_image, class_probabilities
 from soae_core.analysis.settings import AttackSettings
 from soae_core.attacks import make_attack
+from soae_core.eight_bit import project_to_8bit, rounding_check, to_8bit, verdict_8bit
 from soae_core.metrics import perturbation_norms, psnr, ssim
+from soae_core.targets import attack_succeeded, choose_targets
+from soae_core.transfer import transfer_verdicts
 
 
 @dataclass
@@ -34,7 +37,11 @@ class AttackOutcome:
     """One attack's result on the image.
 
     adv, perturbation: (C, H, W) float32; adv in [0, 1], perturbation = adv − image in [−ε, ε].
-    probabilities: (K,) softmax of the model on adv. success: prediction ≠ the true label.
+    probabilities: (K,) softmax of the model on adv. target: the class aimed at (None: untargeted).
+    success: prediction = target (targeted) or prediction ≠ the true label (untargeted).
+    prediction_8bit, success_8bit: the same after rounding adv to 8 bits (what the PNG holds).
+    grid_adv: (C, H, W) the rounding-aware projection of adv onto the 8-bit grid (within ε);
+    grid_success: it is adversarial; grid_note: one sentence on how (or why not).
     psnr_db (data_range 1; inf when adv = image), ssim, l2, linf (pixel units [0, 1]).
     grad_evals: input-gradient evaluations; wall_time_s: seconds.
     """
@@ -51,6 +58,12 @@ class AttackOutcome:
     linf: float
     grad_evals: int
     wall_time_s: float
+    target: int | None = None
+    prediction_8bit: int = -1
+    success_8bit: bool = False
+    grid_adv: np.ndarray | None = None
+    grid_success: bool = False
+    grid_note: str = ""
 
 
 @dataclass
@@ -74,7 +87,11 @@ class IterationView:
 
 @dataclass
 class LabRun:
-    """Everything the Attack Lab page shows for one (model, image, label, settings)."""
+    """Everything the Attack Lab page shows for one (model, image, label, settings).
+
+    target: the class every attack aims at (None: untargeted); skipped: chosen attacks that
+    cannot aim at a target → why.
+    """
 
     image: np.ndarray
     label: int
@@ -83,6 +100,8 @@ class LabRun:
     clean_prediction: int
     outcomes: list[AttackOutcome]
     iterations: list[IterationView]
+    target: int | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def outcome(self, name: str) -> AttackOutcome:
         """The outcome of attack ``name`` (ValueError if it was not run)."""
@@ -105,37 +124,55 @@ def _iteration_views(image: torch.Tensor, trace: Any) -> list[IterationView]:
 
 
 def run_attack(model: nn.Module, image: torch.Tensor, label: int, name: str,
-               attack_kwargs: dict[str, Any]) -> tuple[AttackOutcome, list[IterationView]]:
+               attack_kwargs: dict[str, Any], target: int | None = None) -> tuple[AttackOutcome, list[IterationView]]:
     """Run attack ``name`` (a name of ``soae_core.attacks.ATTACKS``) on one image.
 
     Args:
         model: classifier (eval mode, frozen parameters; only input gradients are taken).
         image: (1, C, H, W) in [0, 1], the model's dtype. label: the true class index.
         attack_kwargs: the attack's keyword arguments besides the model
-            (see :meth:`AttackSettings.attack_kwargs`).
+            (see :meth:`AttackSettings.attack_kwargs`; ``targeted=True`` for a targeted attack).
+        target: the class a targeted attack aims at (required exactly when ``targeted``).
 
+    The outcome also says whether the example survives 8-bit rounding and holds its rounding-aware
+    projection onto the 8-bit grid (:func:`soae_core.eight_bit.project_to_8bit`).
     Returns (outcome, SOAE iterate views — empty for the baselines). ValueError for bad inputs.
     """
     attack = make_attack(name, model, **attack_kwargs)
     y = check_single_image(model, image, label)
+    if attack.targeted != (target is not None):
+        raise ValueError(f"a target class must be given exactly for targeted attacks; {name} is "
+                         f"{'targeted' if attack.targeted else 'untargeted'} and target is {target!r}")
+    goal = None if target is None else check_single_image(model, image, target)
+    if goal is not None and target == label:
+        raise ValueError(f"target class {target} is the true class of the image; choose another target")
     image = image.detach()
-    result = attack(image, y)
+    result = attack(image, y if goal is None else goal)
     probabilities = torch.as_tensor(class_probabilities(model, result.adv))
     prediction = int(probabilities.argmax())
+    success = bool(attack_succeeded(torch.tensor([prediction]), y.cpu(), None if goal is None else goal.cpu()))
+    check = rounding_check(model, result.adv, y, goal)
+    try:
+        grid = project_to_8bit(model, image, result.adv, y, attack.eps, targets=goal)
+        grid_adv, grid_success, grid_note = grid.adv, bool(grid.adversarial[0]), grid.message(0)
+    except ValueError as error:  # no 8-bit image within ε (ε < 0.5/255 on an off-grid image)
+        grid_adv, grid_success, grid_note = to_8bit(result.adv), False, f"No 8-bit projection: {error}."
     norms = perturbation_norms(image, result.adv)
     outcome = AttackOutcome(
         name=name, adv=result.adv[0].float().numpy(), perturbation=(result.adv - image)[0].float().numpy(),
-        probabilities=probabilities.numpy(), prediction=prediction, success=prediction != label,
+        probabilities=probabilities.numpy(), prediction=prediction, success=success,
         psnr_db=float(psnr(image, result.adv)[0]),
         ssim=float(ssim(image, result.adv)[0]) if min(image.shape[-2:]) >= 7 else math.nan,
         l2=float(norms["l2"][0]), linf=float(norms["linf"][0]), grad_evals=int(result.grad_evals),
-        wall_time_s=float(result.wall_time_s))
+        wall_time_s=float(result.wall_time_s), target=target, prediction_8bit=int(check.prediction_8bit[0]),
+        success_8bit=bool(check.adversarial_8bit[0]), grid_adv=grid_adv[0].float().numpy(),
+        grid_success=grid_success, grid_note=grid_note)
     views = _iteration_views(image, result.trace) if name == "SOAE" else []
     return outcome, views
 
 
-# Runs one attack of a lab run: (name, keyword arguments) -> what :func:`run_attack` returns.
-AttackRunner = Callable[[str, dict[str, Any]], tuple[AttackOutcome, list[IterationView]]]
+# Runs one attack of a lab run: (name, keyword arguments, target) -> what :func:`run_attack` returns.
+AttackRunner = Callable[[str, dict[str, Any], int | None], tuple[AttackOutcome, list[IterationView]]]
 
 
 def run_lab(model: nn.Module, image: torch.Tensor, label: int, settings: AttackSettings, dataset: str,
@@ -144,21 +181,36 @@ def run_lab(model: nn.Module, image: torch.Tensor, label: int, settings: AttackS
     """Run SOAE and ``settings.baselines`` on one image (1, C, H, W) in [0, 1] with true ``label``.
 
     dataset: the model's dataset name (sets ASOD's σ); class_names: one name per class.
+    Targeted settings aim every attack that can at the class :func:`lab_target` picks; the
+    others are listed in ``skipped`` with the reason.
     run: runs one attack (default :func:`run_attack` on this model and image; the app passes
     its cached equivalent). on_attack: called with each attack's name before it runs.
-    Returns a :class:`LabRun`. Raises ValueError for bad inputs or parameters.
+    Returns a :class:`LabRun`. Raises ValueError for bad inputs or parameters (a chosen target
+    equal to the true class included).
     """
     if run is None:
-        def run(name: str, kwargs: dict[str, Any]) -> tuple[AttackOutcome, list[IterationView]]:
-            return run_attack(model, image, label, name, kwargs)
+        def run(name: str, kwargs: dict[str, Any], target: int | None) -> tuple[AttackOutcome, list[IterationView]]:
+            return run_attack(model, image, label, name, kwargs, target)
+    target = lab_target(model, image, label, settings, class_names)
     outcomes, iterations = [], []
     for name in settings.attack_names:
         if on_attack is not None:
             on_attack(name)
-        outcome, views = run(name, settings.attack_kwargs(name, dataset))
+        outcome, views = run(name, settings.attack_kwargs(name, dataset), target)
         outcomes.append(outcome)
         iterations = iterations or views
-    return assemble_run(model, image, label, class_names, outcomes, iterations)
+    run_record = assemble_run(model, image, label, class_names, outcomes, iterations)
+    run_record.target, run_record.skipped = target, settings.skipped
+    return run_record
+
+
+def lab_target(model: nn.Module, image: torch.Tensor, label: int, settings: AttackSettings,
+               class_names: tuple[str, ...]) -> int | None:
+    """The class the settings aim at for this image (1, C, H, W) with true ``label``; None when
+    untargeted. ValueError when a chosen target is the true class or out of range."""
+    targets = choose_targets(settings.target_rule, model, image, check_single_image(model, image, label),
+                             class_names)
+    return None if targets is None else int(targets[0])
 
 
 def assemble_run(model: nn.Module, image: torch.Tensor, label: int, class_names: tuple[str, ...],
@@ -178,25 +230,33 @@ def top_k(probabilities: np.ndarray, class_names: tuple[str, ...], k: int = 5) -
     return [(class_names[i], float(probabilities[i])) for i in order]
 
 
+EIGHT_BIT_COLUMN = "Adversarial after 8-bit rounding"
+
+
 def metrics_table(run: LabRun) -> pd.DataFrame:
-    """One row per attack: prediction, confidence, success, PSNR (dB), SSIM, L2, L∞ (×1/255),
-    gradient evaluations and time (ms). Indexed by attack name."""
+    """One row per attack: (target,) prediction, confidence, success, whether the example is still
+    adversarial after 8-bit rounding, PSNR (dB), SSIM, L2, L∞ (×1/255), gradient evaluations and
+    time (ms). Indexed by attack name."""
     rows = []
     for o in run.outcomes:
-        rows.append({"Attack": o.name, "Prediction": run.class_names[o.prediction],
-                     "Confidence": float(o.probabilities[o.prediction]), "Success": o.success,
-                     "PSNR (dB)": o.psnr_db, "SSIM": o.ssim, "L2": o.l2, "L∞ (×1/255)": o.linf * 255,
-                     "Gradient evals": o.grad_evals, "Time (ms)": o.wall_time_s * 1000})
+        row = {"Attack": o.name}
+        if o.target is not None:
+            row["Target"] = run.class_names[o.target]
+        row.update({"Prediction": run.class_names[o.prediction], "Confidence": float(o.probabilities[o.prediction]),
+                    "Success": o.success, EIGHT_BIT_COLUMN: verdict_8bit(o.success, o.success_8bit),
+                    "PSNR (dB)": o.psnr_db, "SSIM": o.ssim, "L2": o.l2, "L∞ (×1/255)": o.linf * 255,
+                    "Gradient evals": o.grad_evals, "Time (ms)": o.wall_time_s * 1000})
+        rows.append(row)
     return pd.DataFrame(rows).set_index("Attack")
 
 
 def png_bytes(image: np.ndarray) -> bytes:
     """(C, H, W) float image in [0, 1] → 8-bit PNG bytes (greyscale for C = 1, RGB for C = 3).
 
-    8-bit rounding moves pixels by up to 0.5/255, which can undo a borderline attack; the
-    ``.npy`` export keeps the exact values.
+    8-bit rounding (:func:`soae_core.eight_bit.to_8bit`) moves pixels by up to 0.5/255, which can
+    undo a borderline attack; the ``.npy`` export keeps the exact values.
     """
-    array = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+    array = (to_8bit(torch.as_tensor(np.asarray(image, dtype=np.float64))) * 255).round().numpy().astype(np.uint8)
     pil = Image.fromarray(array[0]) if array.shape[0] == 1 else Image.fromarray(np.moveaxis(array, 0, -1))
     buffer = io.BytesIO()
     pil.save(buffer, format="PNG")
@@ -231,10 +291,34 @@ def run_bundle(run: LabRun, settings: AttackSettings, model_name: str, image_sou
     document = {
         "model": model_name, "image": image_source, "label": run.label, "label_name": run.class_names[run.label],
         "clean_prediction": run.class_names[run.clean_prediction], "settings": settings.as_dict(),
+        "target": None if run.target is None else run.class_names[run.target],
+        "skipped": run.skipped,
         "results": [{"attack": o.name, "prediction": run.class_names[o.prediction], "success": o.success,
+                     "prediction_after_8bit_rounding": run.class_names[o.prediction_8bit],
+                     "adversarial_after_8bit_rounding": o.success_8bit,
+                     "rounding_aware_8bit_projection_adversarial": o.grid_success,
                      "psnr_db": _finite_or_none(o.psnr_db), "ssim": _finite_or_none(o.ssim), "l2": o.l2,
                      "linf": o.linf, "grad_evals": o.grad_evals, "wall_time_s": o.wall_time_s}
                     for o in run.outcomes],
         "versions": library_versions(),
     }
     return json.dumps(document, indent=2).encode("utf-8")
+
+
+def transfer_table(models: dict[str, nn.Module], run: LabRun, outcome: AttackOutcome, source: str) -> pd.DataFrame:
+    """How every model in ``models`` classifies ``outcome``'s adversarial image (made on model ``source``),
+    before and after 8-bit rounding; rows indexed by model name, the source marked "(attacked)".
+
+    Uses :func:`soae_core.transfer.transfer_verdicts`; success follows the run's target.
+    """
+    clean = torch.from_numpy(run.image).unsqueeze(0)
+    adv = torch.from_numpy(outcome.adv).unsqueeze(0)
+    rows = []
+    for verdict in transfer_verdicts(models, clean, adv, run.label, outcome.target):
+        rows.append({"Model": verdict.model + (" (attacked)" if verdict.model == source else ""),
+                     "On the original": run.class_names[verdict.clean_prediction],
+                     "On the adversarial image": run.class_names[verdict.prediction],
+                     "Fooled": verdict.fooled,
+                     "After 8-bit rounding": run.class_names[verdict.prediction_8bit],
+                     "Fooled after rounding": verdict.fooled_8bit})
+    return pd.DataFrame(rows).set_index("Model")

@@ -23,6 +23,7 @@ from torch import nn
 from soae_core import metrics
 from soae_core.attacks import ATTACKS, Attack, budget_points, make_attack
 from soae_core.attacks.soae import SOAETrace
+from soae_core.eight_bit import to_8bit
 from soae_core.validation import check_choice, check_images, check_int
 
 
@@ -75,6 +76,7 @@ class BatchOutcome:
     psnr_db, ssim, linf: (b,) per image (inf / 1 / 0 where the image is unchanged).
     krylov_m: (b,) mean Krylov dimension over SOAE's iterations; krylov_capped: (b,) share of
     those GMRES solves that stopped at the cap (both NaN for other attacks).
+    prediction_8bit: (b,) predictions on the adversarial images rounded to 8 bits (as saved PNGs).
     """
 
     positions: np.ndarray
@@ -90,6 +92,7 @@ class BatchOutcome:
     krylov_m: np.ndarray
     krylov_capped: np.ndarray
     wall_time_s: float
+    prediction_8bit: np.ndarray | None = None
 
 
 def run_batch(model: nn.Module, job: Job, images: torch.Tensor, labels: torch.Tensor,
@@ -113,12 +116,15 @@ def run_batch(model: nn.Module, job: Job, images: torch.Tensor, labels: torch.Te
         budget_grad_evals=np.asarray([g for g, _ in points], dtype=np.float64),
         budget_predictions=torch.stack([p for _, p in points]).cpu().numpy(),
         grad_evals_per_image=float(result.grad_evals), psnr_db=metrics.psnr(images, result.adv),
-        ssim=ssim, linf=norms["linf"], krylov_m=krylov_m, krylov_capped=krylov_capped, wall_time_s=float(result.wall_time_s))
+        ssim=ssim, linf=norms["linf"], krylov_m=krylov_m, krylov_capped=krylov_capped,
+        wall_time_s=float(result.wall_time_s),
+        prediction_8bit=metrics.predictions(model, to_8bit(result.adv)).cpu().numpy())
 
 
 @dataclass
 class JobResult:
-    """A job's batches joined: per-image arrays (n,), the budget curve (K,) and totals."""
+    """A job's batches joined: per-image arrays (n,), the budget curve (K,) and totals
+    (prediction_8bit: None when a batch did not record it)."""
 
     labels: np.ndarray
     clean_prediction: np.ndarray
@@ -132,6 +138,7 @@ class JobResult:
     krylov_m: np.ndarray
     krylov_capped: np.ndarray
     wall_time_s: float
+    prediction_8bit: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -147,6 +154,11 @@ class JobResult:
     def accuracy(self) -> float:
         """Share of images still classified correctly after the attack (robust accuracy)."""
         return float(np.mean(self.prediction == self.labels))
+
+    @property
+    def accuracy_8bit(self) -> float:
+        """The same with the adversarial images rounded to 8 bits (NaN when not recorded)."""
+        return math.nan if self.prediction_8bit is None else float(np.mean(self.prediction_8bit == self.labels))
 
 
 def combine(outcomes: list[BatchOutcome]) -> JobResult:
@@ -173,4 +185,6 @@ def combine(outcomes: list[BatchOutcome]) -> JobResult:
         psnr_db=np.concatenate([o.psnr_db for o in outcomes]), ssim=np.concatenate([o.ssim for o in outcomes]),
         linf=np.concatenate([o.linf for o in outcomes]), krylov_m=np.concatenate([o.krylov_m for o in outcomes]),
         krylov_capped=np.concatenate([o.krylov_capped for o in outcomes]),
-        wall_time_s=float(sum(o.wall_time_s for o in outcomes)))
+        wall_time_s=float(sum(o.wall_time_s for o in outcomes)),
+        prediction_8bit=None if any(o.prediction_8bit is None for o in outcomes)
+        else np.concatenate([o.prediction_8bit for o in outcomes]))

@@ -94,8 +94,9 @@ def bundled_models(infos: list[ModelInfo]) -> list[ModelInfo]:
 def table_one_tasks(infos: list[ModelInfo], attacks: list[str],
                     settings: AttackSettings) -> list[tuple[ModelInfo, Job]]:
     """One (model, job) per cell of Table I: every attack at the settings' budget on every model,
-    labelled 'model · attack'."""
-    return [(info, Job.of(f"{info.name} · {attack}", attack, settings.attack_kwargs(attack, info.dataset)))
+    labelled 'model · attack'. Untargeted: the table is robust accuracy."""
+    untargeted = settings.untargeted()
+    return [(info, Job.of(f"{info.name} · {attack}", attack, untargeted.attack_kwargs(attack, info.dataset)))
             for info in infos for attack in attacks]
 
 

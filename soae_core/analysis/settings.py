@@ -25,6 +25,7 @@ from soae_core.defaults import (
     PAPER_TAU,
     TAU_CHOICES,
 )
+from soae_core.targets import TargetRule, targeted_support
 from soae_core.validation import check_choice, check_int, check_open_interval, check_positive
 
 # ε choices in multiples of 1/255 (8/255 is the paper's budget; 25.5/255 = 0.1 and 76.5/255 = 0.3
@@ -42,6 +43,8 @@ HVP_LABELS: dict[str, str] = {"finite_difference": "finite difference",
                               "central_difference": "central difference",
                               "exact": "exact"}
 STEP_RULE_LABELS: dict[str, str] = {"sign": "sign", "linf": "L∞-normalised", "raw": "raw"}
+# The target widgets (``?target=chosen&tcls=3``); presets leave them alone.
+TARGET_KEYS: tuple[str, ...] = ("target", "tcls")
 BASELINES: tuple[str, ...] = ("FGSM", "PGD", "AutoAttack", "ASOD")
 
 
@@ -54,8 +57,10 @@ class AttackSettings:
     alpha_factor: total step α as a multiple of ε (sign/linf rules). alpha_raw: α for the raw rule.
     hvp: "finite_difference" | "central_difference" | "exact". step_rule: "sign" | "linf" | "raw".
     max_krylov: cap on the Krylov dimension m. random_start: start from a random point of the
-    ε-ball. seed: seeds the random start and the randomised baselines. baselines: first-order
-    attacks shown beside SOAE (names from :data:`BASELINES`).
+    ε-ball. seed: seeds the random start, the randomised baselines and random targets.
+    baselines: first-order attacks shown beside SOAE (names from :data:`BASELINES`).
+    target_mode: "untargeted" or how targets are chosen (:data:`soae_core.targets.TARGET_MODES`);
+    target_class: the class to reach in mode "chosen" (ignored otherwise).
     """
 
     eps: float = PAPER_EPS
@@ -70,6 +75,8 @@ class AttackSettings:
     random_start: bool = False
     seed: int = 0
     baselines: tuple[str, ...] = ("FGSM", "PGD")
+    target_mode: str = "untargeted"
+    target_class: int = 0
 
     def __post_init__(self) -> None:
         check_positive("eps", self.eps, allow_zero=True)
@@ -84,6 +91,17 @@ class AttackSettings:
         check_int("seed", self.seed, minimum=0)
         for name in self.baselines:
             check_choice("baselines", name, BASELINES)
+        self.target_rule  # noqa: B018 - validates the target mode and class
+
+    @property
+    def target_rule(self) -> TargetRule:
+        """The :class:`soae_core.targets.TargetRule` of these settings (random targets use ``seed``)."""
+        return TargetRule(self.target_mode, self.target_class if self.target_mode == "chosen" else None, self.seed)
+
+    @property
+    def targeted(self) -> bool:
+        """True when the attacks aim at a target class."""
+        return self.target_mode != "untargeted"
 
     @property
     def alpha(self) -> float:
@@ -113,12 +131,26 @@ class AttackSettings:
 
     @property
     def attack_names(self) -> tuple[str, ...]:
-        """The attacks an Attack Lab run shows: SOAE first, then the baselines."""
-        return ("SOAE",) + self.baselines
+        """The attacks an Attack Lab run shows: SOAE first, then the baselines (when targeted, only
+        those with a targeted mode; see :attr:`skipped`)."""
+        return tuple(name for name in ("SOAE",) + self.baselines if name not in self.skipped)
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Chosen attacks left out because they cannot aim at a target: name → the reason."""
+        if not self.targeted:
+            return {}
+        return {name: reason for name in self.baselines if (reason := targeted_support(name)) is not None}
+
+    def untargeted(self) -> AttackSettings:
+        """The same settings aiming at any wrong class (for accuracy tables over many images)."""
+        return dataclasses.replace(self, target_mode="untargeted")
 
     def attack_kwargs(self, name: str, dataset: str) -> dict[str, Any]:
-        """Keyword arguments of attack ``name`` ("SOAE" or a baseline) besides the model."""
-        return self.soae_kwargs() if name == "SOAE" else self.baseline_kwargs(name, dataset)
+        """Keyword arguments of attack ``name`` ("SOAE" or a baseline) besides the model
+        (``targeted=True`` when the settings aim at a target)."""
+        kwargs = self.soae_kwargs() if name == "SOAE" else self.baseline_kwargs(name, dataset)
+        return {**kwargs, "targeted": True} if self.targeted else kwargs
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (α included), for the download bundle."""
@@ -176,7 +208,8 @@ def widget_values(settings: AttackSettings) -> dict[str, Any]:
             "alpha": _nearest(settings.alpha_factor, ALPHA_FACTOR_CHOICES),
             "alpha_raw": _nearest(settings.alpha_raw, ALPHA_RAW_CHOICES), "hvp": settings.hvp,
             "step": settings.step_rule, "m": min(settings.max_krylov, MAX_KRYLOV),
-            "rs": settings.random_start, "seed": settings.seed, "cmp": list(settings.baselines)}
+            "rs": settings.random_start, "seed": settings.seed, "cmp": list(settings.baselines),
+            "target": settings.target_mode, "tcls": settings.target_class}
 
 
 def settings_from_widgets(values: Mapping[str, Any]) -> AttackSettings:
@@ -190,13 +223,21 @@ def settings_from_widgets(values: Mapping[str, Any]) -> AttackSettings:
                           steps=int(merged["N"]), alpha_factor=float(merged["alpha"]),
                           alpha_raw=float(merged["alpha_raw"]), hvp=merged["hvp"], step_rule=merged["step"],
                           max_krylov=int(merged["m"]), random_start=bool(merged["rs"]), seed=int(merged["seed"]),
-                          baselines=tuple(name for name in BASELINES if name in merged["cmp"]))
+                          baselines=tuple(name for name in BASELINES if name in merged["cmp"]),
+                          target_mode=merged["target"], target_class=int(merged["tcls"]))
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The widget values preset ``name`` sets: every attack parameter, but not the target (a preset
+    is about how the attacks run, not what they aim at)."""
+    values = widget_values(PRESETS[check_choice("preset", name, tuple(PRESETS))])
+    return {key: value for key, value in values.items() if key not in TARGET_KEYS}
 
 
 def preset_matching(settings: AttackSettings) -> str | None:
-    """The name of the preset equal to ``settings`` in widget units, or None."""
-    shown = widget_values(settings)
-    for name, preset in PRESETS.items():
-        if widget_values(preset) == shown:
+    """The name of the preset equal to ``settings`` in widget units (the target aside), or None."""
+    shown = {key: value for key, value in widget_values(settings).items() if key not in TARGET_KEYS}
+    for name in PRESETS:
+        if preset_values(name) == shown:
             return name
     return None

@@ -39,14 +39,16 @@ class ASOD(Attack):
         ``steps · n_samples`` gradient evaluations per image.
     alpha: step size (None: ε/10, as the public code).
     seed: seed of the noise (None: the global RNG).
+    targeted: y holds target classes and each step goes down their smoothed loss (−α · sign).
     The trace holds the prediction after every step.
     """
 
     name = "ASOD"
 
     def __init__(self, model: nn.Module, eps: float = PAPER_EPS, steps: int = 20, alpha: float | None = None,
-                 sigma: float = SIGMA_BY_DATASET["mnist"], n_samples: int = 10, seed: int | None = None) -> None:
-        super().__init__(model, eps)
+                 sigma: float = SIGMA_BY_DATASET["mnist"], n_samples: int = 10, seed: int | None = None,
+                 targeted: bool = False) -> None:
+        super().__init__(model, eps, targeted)
         self.steps = check_int("steps", steps, minimum=1)
         self.alpha = self.eps / 10 if alpha is None else check_positive("alpha", alpha)
         self.sigma = check_positive("sigma", sigma, allow_zero=True)
@@ -63,7 +65,7 @@ class ASOD(Attack):
             grad = torch.zeros_like(x)
             for _ in range(self.n_samples):
                 noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                grad += input_gradient(self.model, adv + self.sigma * noise, y)[1]
+                grad += input_gradient(self.model, adv + self.sigma * noise, y, targeted=self.targeted)[1]
             adv = project_linf(adv + self.alpha * grad.sign(), x, self.eps)
             trace.predictions.append(predict(self.model, adv))
             trace.grad_evals.append(step * self.n_samples)

@@ -28,9 +28,13 @@ class AutoAttack(Attack):
     """
 
     name = "AutoAttack"
+    supports_targeted = False
+    untargeted_only_reason = ("AutoAttack is an untargeted robustness evaluation — its APGD-T and FAB-T parts "
+                              "try the most likely wrong classes only to find any wrong class, and torchattacks' "
+                              "AutoAttack has no targeted mode; use PGD, FGSM, ASOD or SOAE to reach a chosen class")
 
-    def __init__(self, model: nn.Module, eps: float = PAPER_EPS, seed: int = 0) -> None:
-        super().__init__(model, eps)
+    def __init__(self, model: nn.Module, eps: float = PAPER_EPS, seed: int = 0, targeted: bool = False) -> None:
+        super().__init__(model, eps, targeted)
         self.seed = check_int("seed", seed, minimum=0)
 
     def _run(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int, BudgetTrace]:

@@ -54,16 +54,27 @@ class Attack:
     """Base class: validates, switches the model to eval, times, and wraps the result.
 
     Subclasses implement ``_run(x, y) -> (adv, grad_evals, trace)`` on a detached copy of the
-    input. ``x``: float tensor (N, C, H, W) in [0, 1]; ``y``: int64 labels (N,).
+    input. ``x``: float tensor (N, C, H, W) in [0, 1]; ``y``: int64 labels (N,) — for a targeted
+    attack (``targeted=True``) the target classes, and the attack lowers their loss.
+
+    ``supports_targeted`` says whether a subclass has a targeted mode; one that has none says why
+    in ``untargeted_only_reason``, and asking it for ``targeted=True`` raises ValueError with it.
     """
 
     name = "attack"
+    supports_targeted = True
+    untargeted_only_reason = ""
 
-    def __init__(self, model: nn.Module, eps: float = PAPER_EPS) -> None:
+    def __init__(self, model: nn.Module, eps: float = PAPER_EPS, targeted: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.eps = check_positive("eps", eps, allow_zero=True)
+        if not isinstance(targeted, bool):
+            raise ValueError(f"targeted must be True or False, got {targeted!r}")
+        if targeted and not self.supports_targeted:
+            raise ValueError(f"{self.name} has no targeted mode: {self.untargeted_only_reason}")
+        self.targeted = targeted
 
     def _run(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int, Any]:
         raise NotImplementedError

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torchattacks
 from torch import nn
 
 
@@ -121,3 +122,11 @@ def run_counted(
         torch.manual_seed(seed)
         adv = make_attack(counter)(x, y)
     return adv.detach(), counter
+
+
+def with_target_mode(attack: torchattacks.attack.Attack, targeted: bool) -> torchattacks.attack.Attack:
+    """Switch a torchattacks attack to its "targeted by label" mode when ``targeted`` (the labels it is
+    called with are then the target classes, and it lowers their loss); returns the attack."""
+    if targeted:
+        attack.set_mode_targeted_by_label(quiet=True)
+    return attack

@@ -13,19 +13,25 @@ import torchattacks
 from torch import nn
 
 from soae_core.attacks.base import Attack
-from soae_core.attacks.counting import BudgetTrace, final_point_trace, run_counted
+from soae_core.attacks.counting import BudgetTrace, final_point_trace, run_counted, with_target_mode
 from soae_core.defaults import PAPER_EPS
 
 
 class FGSM(Attack):
-    """x_adv = clip_[0,1](x + ε · sign ∇ₓ CE(f(x), y)); one gradient evaluation per image."""
+    """x_adv = clip_[0,1](x + ε · sign ∇ₓ CE(f(x), y)); one gradient evaluation per image.
+
+    targeted: y holds target classes and the step goes down their loss, x − ε · sign ∇ₓ CE(f(x), t).
+    """
 
     name = "FGSM"
 
-    def __init__(self, model: nn.Module, eps: float = PAPER_EPS) -> None:
-        super().__init__(model, eps)
+    def __init__(self, model: nn.Module, eps: float = PAPER_EPS, targeted: bool = False) -> None:
+        super().__init__(model, eps, targeted)
 
     def _run(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int, BudgetTrace]:
-        adv, counter = run_counted(lambda m: torchattacks.FGSM(m, eps=self.eps), self.model, x, y, seed=None)
+        def make(counting_model: nn.Module) -> torchattacks.FGSM:
+            return with_target_mode(torchattacks.FGSM(counting_model, eps=self.eps), self.targeted)
+
+        adv, counter = run_counted(make, self.model, x, y, seed=None)
         grad_evals, trace = final_point_trace(self.model, adv, counter)
         return adv, grad_evals, trace

@@ -11,7 +11,7 @@ import torchattacks
 from torch import nn
 
 from soae_core.attacks.base import Attack
-from soae_core.attacks.counting import BudgetTrace, per_image, predict, run_counted
+from soae_core.attacks.counting import BudgetTrace, per_image, predict, run_counted, with_target_mode
 from soae_core.defaults import PAPER_EPS
 from soae_core.validation import check_int, check_positive
 
@@ -21,14 +21,15 @@ class PGD(Attack):
 
     One gradient evaluation per image per step. ``random_start`` starts from a uniform point
     in the ε-ball, drawn from ``seed`` (None: the current global RNG state). The trace holds
-    the prediction after every step.
+    the prediction after every step. ``targeted``: y holds target classes and each step goes
+    down their loss (x_k − α · sign ∇ₓ CE(f(x_k), t)).
     """
 
     name = "PGD"
 
     def __init__(self, model: nn.Module, eps: float = PAPER_EPS, steps: int = 20, alpha: float = 2 / 255,
-                 random_start: bool = False, seed: int | None = None) -> None:
-        super().__init__(model, eps)
+                 random_start: bool = False, seed: int | None = None, targeted: bool = False) -> None:
+        super().__init__(model, eps, targeted)
         self.steps = check_int("steps", steps, minimum=1)
         self.alpha = check_positive("alpha", alpha)
         if not isinstance(random_start, bool):
@@ -38,8 +39,9 @@ class PGD(Attack):
 
     def _run(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int, BudgetTrace]:
         def make(counting_model: nn.Module) -> torchattacks.PGD:
-            return torchattacks.PGD(counting_model, eps=self.eps, alpha=self.alpha, steps=self.steps,
-                                    random_start=self.random_start)
+            return with_target_mode(torchattacks.PGD(counting_model, eps=self.eps, alpha=self.alpha,
+                                                     steps=self.steps, random_start=self.random_start),
+                                    self.targeted)
 
         adv, counter = run_counted(make, self.model, x, y, seed=self.seed, record_predictions=True)
         # torchattacks' PGD evaluates the whole batch once per step, at iterates 0 … steps−1;

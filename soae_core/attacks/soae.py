@@ -175,7 +175,7 @@ class SOAE(Attack):
                  seed: int | None = None, targeted: bool = False, reorthogonalize: bool = False,
                  true_residual: bool = False, keep_images: bool = True,
                  loss_fn: LossFn = cross_entropy_loss) -> None:
-        super().__init__(model, eps)
+        super().__init__(model, eps, bool(targeted))
         self.eta = check_positive("eta", eta)
         self.tau = check_open_interval("tau", tau, 0.0, 1.0)
         self.steps = check_int("steps", steps, minimum=1)
@@ -189,7 +189,6 @@ class SOAE(Attack):
             seed = check_int("seed", seed, minimum=0)
         self.seed = seed
         self.random_start = bool(random_start)
-        self.targeted = bool(targeted)
         self.reorthogonalize = bool(reorthogonalize)
         self.true_residual = bool(true_residual)
         self.keep_images = bool(keep_images)

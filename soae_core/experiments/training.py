@@ -184,8 +184,11 @@ def train_and_save(cfg: TrainConfig, checkpoint_dir: Path, out_dir: Path, comman
     model.eval().requires_grad_(False)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{cfg.model}.safetensors"
-    save_state_dict(model, weights)
     method = cfg.objective.method
+    # The header records what the weights are for, so an upload to the app can be checked against
+    # the architecture it is meant for (the smooth twin has the same keys and shapes).
+    architecture = get_model_info(cfg.model).architecture
+    save_state_dict(model, weights, metadata={"model": cfg.model, "architecture": architecture, "method": method})
     card = {
         "name": cfg.model,
         "architecture": get_model_info(cfg.model).architecture,

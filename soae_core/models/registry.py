@@ -8,6 +8,7 @@ first load when the network allows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from soae_core import bundled_assets_dir
 from soae_core.models.cifar_resnet import CifarResNet18
 from soae_core.models.imagenet_resnet import ImageNetResNet
 from soae_core.models.small_cnn import SmallCNN
-from soae_core.models.weights import fit_state_dict, read_state_dict
+from soae_core.models.weights import fit_state_dict, read_state_dict, read_uploaded_state_dict
 from soae_core.models.wide_resnet import WideResNet
 from soae_core.validation import check_choice
 
@@ -188,8 +189,65 @@ def load_model(name: str, weights_path: str | Path | None = None, device: str | 
         if not available:
             raise ValueError(f"{name} is unavailable: {reason}")
         weights_path = path
+    return _frozen(spec, read_state_dict(weights_path), name, device, dtype)
+
+
+def _frozen(spec: _Spec, state: dict[str, torch.Tensor], label: str, device: str | torch.device | None,
+            dtype: torch.dtype) -> nn.Module:
+    """``spec``'s architecture with ``state`` loaded (strictly), in eval mode with frozen parameters."""
     model = spec.build()
-    fit_state_dict(model, read_state_dict(weights_path), name)
+    fit_state_dict(model, state, label)
     model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
     return model
+
+
+def upload_architectures() -> dict[str, str]:
+    """Architectures an uploaded checkpoint may be for: architecture name → the zoo model it comes from
+    (the first registered one), e.g. {"small-cnn": "fmnist-cnn-std", …}."""
+    choices: dict[str, str] = {}
+    for spec in _SPECS.values():
+        choices.setdefault(spec.architecture, spec.name)
+    return choices
+
+
+@dataclass
+class UploadedModel:
+    """A model built from an uploaded checkpoint: the frozen model, its registry-style record (``name``
+    "<file> (<architecture>, <digest>)", unique per content; ``weights_path`` None: the file is only
+    in memory), the file's safetensors metadata and the SHA-256 hex digest of its bytes."""
+
+    model: nn.Module
+    info: ModelInfo
+    metadata: dict[str, str]
+    digest: str
+
+
+def load_uploaded_model(architecture: str, data: bytes, filename: str, device: str | torch.device | None = None,
+                        dtype: torch.dtype = torch.float32) -> UploadedModel:
+    """Build one of the zoo's architectures (see :func:`upload_architectures`) with uploaded weights.
+
+    data: the bytes of a ``.safetensors`` file (≤ 50 MB; read in memory, never written to disk).
+    A file that records its architecture (the training CLI writes it into the metadata) must
+    match ``architecture``; every file must match its keys and shapes. Raises ValueError naming
+    the problem: wrong file type or size, a refused pickle, another architecture, missing or
+    unexpected keys, shape mismatches.
+    """
+    choices = upload_architectures()
+    spec = _SPECS[choices[check_choice("architecture", architecture, tuple(choices))]]
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    state, metadata = read_uploaded_state_dict(data, filename)
+    recorded = metadata.get("architecture")
+    if recorded is not None and recorded != spec.architecture:
+        raise ValueError(f"{Path(filename).name!r} holds weights for the {recorded!r} architecture "
+                         f"(its metadata says so), not {spec.architecture!r}; choose {recorded!r} or another file")
+    model = _frozen(spec, state, spec.architecture, device, dtype)
+    digest = hashlib.sha256(bytes(data)).hexdigest()
+    name = f"{Path(filename).name} ({spec.architecture}, {digest[:8]})"
+    info = ModelInfo(name=name, dataset=spec.dataset, architecture=spec.architecture, input_shape=spec.input_shape,
+                     num_classes=len(spec.class_names), class_names=spec.class_names,
+                     method=metadata.get("method", "user"), available=True, reason="",
+                     description=f"Your upload: {spec.architecture} weights from {Path(filename).name}.",
+                     weights_path=None)
+    return UploadedModel(model=model, info=info, metadata=metadata, digest=digest)
