@@ -25,7 +25,6 @@ import asyncio
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from common import machine, write_result  # noqa: E402
+from common import machine, write_result
 
-from soae_app.affinity_client import AffinitySession, PageRun, first_visit  # noqa: E402
-from soae_app.replicas import spawn  # noqa: E402
+from soae_app.affinity_client import AffinitySession, PageRun, first_visit
+from soae_app.replicas import spawn
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 EXAMPLES_PER_CLASS = 20

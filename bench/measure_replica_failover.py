@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from common import machine, write_result  # noqa: E402
-from playwright.sync_api import sync_playwright  # noqa: E402
+from common import machine, write_result
+from playwright.sync_api import sync_playwright
 
-from soae_app.affinity_client import first_visit  # noqa: E402
-from soae_app.headless import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from soae_app.replicas import AFFINITY_COOKIE, spawn  # noqa: E402
+from soae_app.affinity_client import first_visit
+from soae_app.headless import CHROMIUM, CHROMIUM_ARGS
+from soae_app.replicas import AFFINITY_COOKIE, spawn
 
 SCREENSHOTS = ROOT / "screenshots"
 APP = '[data-testid="stApp"]'
