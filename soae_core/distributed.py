@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DistributedSampler
 
 from soae_core.device import resolve_device, to_cpu
 
@@ -142,6 +143,34 @@ def index_blocks(n: int, block: int) -> list[range]:
     if n < 0 or block < 1:
         raise ValueError(f"need n >= 0 and block >= 1, got n={n}, block={block}")
     return [range(start, min(start + block, n)) for start in range(0, n, block)]
+
+
+def epoch_batches(n: int, global_batch: int, seed: int, epoch: int, ctx: DistContext) -> list[torch.Tensor]:
+    """This rank's index batches (int64) for one training epoch over a dataset of n examples.
+
+    A :class:`~torch.utils.data.DistributedSampler` (shuffled from ``seed + epoch``) deals the
+    epoch's permutation out to the ranks in turn, and each rank cuts its share into batches of
+    ``global_batch / world_size``: step s of rank r holds permutation positions
+    ``s·global_batch + r + world_size·j``, so the ranks' step-s batches together are exactly the
+    one-process batch s (``torch.randperm(n, seed + epoch)`` cut into ``global_batch`` blocks).
+    When world_size does not divide n the sampler repeats a few examples to even the ranks out.
+    """
+    if global_batch % ctx.world_size:
+        raise ValueError(f"batch size {global_batch} (the global batch) must be divisible by the number of "
+                         f"ranks ({ctx.world_size}): each rank takes an equal share")
+    sampler = DistributedSampler(range(n), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    order = torch.tensor(list(sampler), dtype=torch.long)
+    return list(order.split(global_batch // ctx.world_size))
+
+
+def rank_rows(ctx: DistContext) -> slice:
+    """The rows of a global batch's tensor that belong to this rank's batch (see :func:`epoch_batches`).
+
+    Random noise for a batch is drawn for the global batch on every rank (same seed, same draw)
+    and each rank keeps its rows, so every example gets the noise it would get in one process.
+    """
+    return slice(ctx.rank, None, ctx.world_size)
 
 
 _QUEUE_COUNTER = [0]

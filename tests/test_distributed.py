@@ -73,3 +73,19 @@ def test_torchrun_command_is_unambiguous():
     command = D.torchrun_command("soae_core.evaluate", ["--n-images", "8"], 2)
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
     assert command[-3:] == ["soae_core.evaluate", "--n-images", "8"]
+
+
+def test_epoch_batches_of_two_ranks_make_up_the_one_process_batches():
+    one = D.DistContext()
+    ranks = [D.DistContext(rank=r, world_size=2) for r in range(2)]
+    single = D.epoch_batches(40, 8, seed=5, epoch=3, ctx=one)
+    assert torch.equal(torch.cat(single), torch.randperm(40, generator=torch.Generator().manual_seed(8)))
+    parts = [D.epoch_batches(40, 8, seed=5, epoch=3, ctx=c) for c in ranks]
+    assert len(parts[0]) == len(parts[1]) == len(single) == 5
+    for step, batch in enumerate(single):
+        merged = torch.empty_like(batch)
+        for ctx, part in zip(ranks, parts):
+            merged[D.rank_rows(ctx)] = part[step]  # rank r holds rows r, r+2, … of the global batch
+        assert torch.equal(merged, batch)
+    with pytest.raises(ValueError, match="divisible by the number of ranks"):
+        D.epoch_batches(40, 9, seed=0, epoch=0, ctx=ranks[0])
