@@ -2,7 +2,8 @@
 
 Prints, in under 5 minutes on one GPU:
 
-1. the CUDA tests' result (``pytest -m cuda``: the engine, each attack, an app page, a training step);
+1. the CUDA tests' result (``pytest -k cuda``: the engine, each attack, an app page, a training step,
+   the Krylov solver's host-sync check);
 2. SOAE wall time ÷ network time on the GPU at batch 1 and batch 128 (the network time is the
    gradient evaluations the attack spent × the measured time of one gradient at that batch size);
 3. the per-image batching gain (per-image time at batch 1 ÷ per-image time at batch 128);
@@ -17,8 +18,10 @@ are only meaningful on a GPU.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -31,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import machine, write_result  # noqa: E402
 from soae_core.attacks import SOAE  # noqa: E402
-from soae_core.data import load_fashion_mnist, load_samples  # noqa: E402
+from soae_core.data import load_samples  # noqa: E402
 from soae_core.device import describe_device, resolve_device, synchronize  # noqa: E402
 from soae_core.hvp import input_gradient  # noqa: E402
 from soae_core.models import load_model  # noqa: E402
@@ -53,9 +56,9 @@ def timed(fn, device: torch.device, repeats: int = 5) -> float:
 
 
 def cuda_tests() -> str:
-    """The last line of ``pytest -m cuda`` (e.g. '12 passed in 40.1s')."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    """The last line of ``pytest -k cuda`` (every test with CUDA in its name or module; e.g. '30 passed')."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-k", "cuda", "-q", "-rs", "-p", "no:cacheprovider"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
     lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
     return f"exit {done.returncode}: {lines[-1] if lines else done.stderr[-300:]}"
 
@@ -94,19 +97,15 @@ def syncs_per_krylov_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
             "note": "includes the attack's own syncs outside GMRES (validation, gradient, prediction)"}
 
 
-def evaluation_cell_seconds(device: torch.device, n: int) -> float:
-    """Seconds for one evaluation cell (standard CNN, SOAE, ε = 8/255) on n test images on ``device``."""
-    from soae_core.evaluate import EvalConfig, grid_record
-
-    config = EvalConfig(models=[MODEL], attacks=["SOAE"], eps=[8 / 255], n=n, device=str(device))
-    test = load_fashion_mnist("test")
-    model = load_model(MODEL, device=device)
-    x, y = test.images[:n].to(device), test.labels[:n].to(device)
-    synchronize(device)
-    start = time.perf_counter()
-    grid_record(config, model, MODEL, 8 / 255, "SOAE", x, y, quiet=True)
-    synchronize(device)
-    return time.perf_counter() - start
+def evaluation_cell_seconds(device: str, n: int, out: Path) -> float:
+    """Seconds of one evaluation cell (standard CNN, SOAE, ε = 8/255) on n test images on ``device``:
+    the CLI's own grid time (attack, metrics and summaries; model loading excluded)."""
+    command = [sys.executable, "-m", "soae_core.evaluate", "--models", MODEL, "--attacks", "SOAE", "--eps", "8/255",
+               "--n-images", str(n), "--batch-size", "500", "--device", device, "--quiet", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-1000:]}")
+    return float(json.loads((out / "results.json").read_text())["meta"]["grid_duration_s"])
 
 
 def main() -> int:
@@ -135,12 +134,12 @@ def main() -> int:
     print(f"2. SOAE wall ÷ network time: batch 1 {out['batch_1']['wall_over_network']:.2f}, "
           f"batch 128 {out['batch_128']['wall_over_network']:.2f}", flush=True)
     print(f"3. per-image batching gain (batch 1 → 128): {out['batching_gain']:.1f}×", flush=True)
-    gpu_s = evaluation_cell_seconds(device, args.cell_images)
-    cpu_s = evaluation_cell_seconds(torch.device("cpu"), args.cell_images)
-    out["evaluation_cell"] = {"images": args.cell_images, "gpu_s": gpu_s, "cpu_s": cpu_s,
-                              "cpu_threads": torch.get_num_threads(), "speedup": cpu_s / gpu_s}
+    with tempfile.TemporaryDirectory() as tmp:
+        gpu_s = evaluation_cell_seconds(str(device), args.cell_images, Path(tmp) / "gpu")
+        cpu_s = evaluation_cell_seconds("cpu", args.cell_images, Path(tmp) / "cpu")
+    out["evaluation_cell"] = {"images": args.cell_images, "gpu_s": gpu_s, "cpu_s": cpu_s, "speedup": cpu_s / gpu_s}
     print(f"4. evaluation cell, {args.cell_images} images: GPU {gpu_s:.2f} s, CPU {cpu_s:.2f} s "
-          f"({torch.get_num_threads()} threads) → {cpu_s / gpu_s:.1f}×", flush=True)
+          f"(torch's default threads) → {cpu_s / gpu_s:.1f}×", flush=True)
     out["host_syncs"] = syncs_per_krylov_step(model, images, labels)
     print(f"5. host syncs per Krylov step: {out['host_syncs']['syncs_per_krylov_step']:.2f} "
           f"({out['host_syncs']['syncs_in_call']} in one call, {out['host_syncs']['krylov_steps']} steps)")
