@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from soae_core import distributed as D
+from soae_core.experiments import distributed as D
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "tests" / "distributed_probe.py"

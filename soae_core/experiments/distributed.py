@@ -25,12 +25,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
+from tqdm import tqdm
 
 from soae_core.device import resolve_device, to_cpu
 
@@ -49,7 +50,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     backend: str | None = None
 
     @property
@@ -202,11 +203,12 @@ class UnitsRun:
 
 
 def run_units(units: Sequence[U], work: Callable[[U], R], ctx: DistContext,
-              order: Sequence[int] | None = None) -> UnitsRun | None:
+              order: Sequence[int] | None = None, progress: str | None = None) -> UnitsRun | None:
     """Run ``work(unit)`` for every unit, spread over the ranks; rank 0 gets everything back.
 
     Ranks take the next unit from a shared counter, so a rank that finishes early takes more.
     ``order``: the sequence in which units are handed out (e.g. costly first), default 0, 1, ….
+    ``progress``: a label for a progress bar on rank 0 (units handed out over all ranks), None for none.
     Each result is moved to the CPU. Returns a :class:`UnitsRun` on rank 0 and None elsewhere.
     All ranks must call this with the same units; results must be picklable.
     """
@@ -217,11 +219,15 @@ def run_units(units: Sequence[U], work: Callable[[U], R], ctx: DistContext,
     take = _next_unit_counter(ctx)
     mine: list[tuple[int, Any]] = []
     busy = 0.0
+    bar = tqdm(total=len(order), desc=progress, disable=progress is None or not ctx.is_main, file=sys.stderr,
+               unit="unit", mininterval=2.0)
     while (position := take()) < len(order):
+        bar.update(min(position + 1, len(order)) - bar.n)  # the shared counter: every rank's progress
         index = order[position]
         unit_start = time.perf_counter()
         mine.append((index, to_cpu(work(units[index]))))
         busy += time.perf_counter() - unit_start
+    bar.close()
     gathered = gather((ctx.rank, busy, mine), ctx)
     if gathered is None:
         return None
