@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for soae_core
 from soae_core.experiments.machine import describe_machine  # noqa: E402
 

@@ -74,6 +74,13 @@ def main_grid_work() -> dict[str, float]:
             "measured_with": f"{run['config']['jobs']} worker processes on {run['meta']['machine']}"}
 
 
+def human(seconds: float) -> str:
+    """A duration for people: seconds, minutes or hours."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -88,7 +95,8 @@ def main() -> int:
     efficiency = args.efficiency
     measured = ROOT / "bench" / "results" / "distributed.json"
     if efficiency is None and measured.is_file():
-        efficiency = json.loads(measured.read_text())["evaluation"]["efficiency"]
+        # capped at 1: a measured efficiency above 1 only says the machine's load changed during the runs
+        efficiency = min(1.0, json.loads(measured.read_text())["evaluation"]["efficiency"])
     efficiency = efficiency or 1.0
 
     fmnist = per_image_costs("fmnist-cnn-std", device, 128)
@@ -121,7 +129,7 @@ def main() -> int:
     print(f"main grid: {work['gradients']:.3g} gradients + {work['forward_only']:.3g} forward-only passes "
           f"({work['cells']} cells × {work['images_per_cell']} images)")
     for k, row in table.items():
-        print(f"{k:>9}: " + ", ".join(f"{key} {value / 3600:.2f} h" for key, value in row.items()))
+        print(f"{k:>9}: " + ", ".join(f"{key} {human(value)}" for key, value in row.items()))
     print(f"written: {path}")
     return 0
 
