@@ -99,13 +99,13 @@ def syncs_per_krylov_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
 
 def evaluation_cell_seconds(device: str, n: int, out: Path) -> float:
     """Seconds of one evaluation cell (standard CNN, SOAE, ε = 8/255) on n test images on ``device``:
-    the CLI's own grid time (attack, metrics and summaries; model loading excluded)."""
+    the attack's own wall time as the CLI records it (metrics, loading and start-up excluded)."""
     command = [sys.executable, "-m", "soae_core.evaluate", "--models", MODEL, "--attacks", "SOAE", "--eps", "8/255",
                "--n-images", str(n), "--batch-size", "500", "--device", device, "--quiet", "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-1000:]}")
-    return float(json.loads((out / "results.json").read_text())["meta"]["grid_duration_s"])
+    return float(json.loads((out / "results.json").read_text())["attacks"][0]["wall_time_s"])
 
 
 def main() -> int:
