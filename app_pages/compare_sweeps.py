@@ -1,8 +1,6 @@
 """Compare & Sweeps: every attack on n bundled images — accuracy, image quality, accuracy at equal
 gradient budget — and SOAE's η, τ and N sweeps (the paper's Figures 1–3, Table IV)."""
 
-import json
-
 import pandas as pd
 import streamlit as st
 
@@ -53,10 +51,7 @@ def csv_button(column, table: pd.DataFrame, name: str, key: str) -> None:
 
 def json_bytes(tables: dict[str, pd.DataFrame], run: batch_runner.RunProgress) -> bytes:
     """Every table of a run with its settings, as JSON."""
-    document = {"model": info.name, "images": n, "complete": run.complete, "settings": settings.as_dict(),
-                "tables": {name: json.loads(table.reset_index().to_json(orient="records"))
-                           for name, table in tables.items()}}
-    return json.dumps(document, indent=2).encode("utf-8")
+    return compare.tables_json(tables, info.name, n, run.complete, settings)
 
 
 tab_attacks, tab_eta, tab_tau, tab_steps = st.tabs(["Attacks", "η sweep", "τ sweep", "N sweep"])

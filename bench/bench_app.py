@@ -18,15 +18,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import machine, write_result
 
-from common import machine, write_result  # noqa: E402
-from soae_app.headless import (CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, start_streamlit,  # noqa: E402
-                               stop, wait_until_healthy)
+from soae_app.headless import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, start_streamlit, stop, wait_until_healthy
 
 
 def warm_rerun_seconds(reruns: int) -> dict:

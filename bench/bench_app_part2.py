@@ -23,14 +23,12 @@ results go to bench/results/<name>.json (machine line included) and are quoted i
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from common import machine, median_seconds, write_result  # noqa: E402
+from common import machine, median_seconds, write_result
 
 ANATOMY = "app_pages/perturbation_anatomy.py"
 COMPARE = "app_pages/compare_sweeps.py"

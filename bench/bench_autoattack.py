@@ -11,22 +11,17 @@ Run: `python bench/bench_autoattack.py` (or `./lab bench`). Writes bench/results
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torchattacks
+from common import machine, write_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import machine, write_result  # noqa: E402
-from soae_core.attacks import AutoAttack  # noqa: E402
-from soae_core.data import load_fashion_mnist  # noqa: E402
-from soae_core.metrics import accuracy  # noqa: E402
-from soae_core.device import add_device_argument, resolve_device  # noqa: E402
-from soae_core.models import load_model  # noqa: E402
+from soae_core.attacks import AutoAttack
+from soae_core.data import load_fashion_mnist
+from soae_core.device import add_device_argument, resolve_device
+from soae_core.metrics import accuracy
+from soae_core.models import load_model
 
 EPS = 0.1
 N_IMAGES = 100

@@ -22,10 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+from common import machine, write_result
 
-from common import machine, write_result  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 GRID = ["--models", "fmnist-cnn-std", "fmnist-cnn-pgd", "--attacks", "FGSM", "PGD", "ASOD", "SOAE",
         "--eps", "0.1", "--n-images", "200", "--batch-size", "25", "--threads", "1", "--quiet"]

@@ -10,19 +10,14 @@ Run: `python bench/bench_soae.py` (or `./lab bench`). Writes bench/results/soae.
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import torch
+from common import machine, median_seconds, write_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import machine, median_seconds, write_result  # noqa: E402
-from soae_core.attacks import SOAE  # noqa: E402
-from soae_core.device import add_device_argument, resolve_device  # noqa: E402
-from soae_core.hvp import hvp_exact, input_gradient  # noqa: E402
+from soae_core.attacks import SOAE
+from soae_core.device import add_device_argument, resolve_device
+from soae_core.hvp import hvp_exact, input_gradient
 
 
 def _model_and_images(device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:

@@ -13,20 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import torch
+from common import write_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import write_result  # noqa: E402
-
-from soae_core.data import SampleSet, load_fashion_mnist  # noqa: E402
-from soae_core.device import add_device_argument, resolve_device  # noqa: E402
-from soae_core.models import build_model  # noqa: E402
-from soae_core.experiments.training import TrainConfig, make_optimizer, train_one_epoch  # noqa: E402
-from soae_core.experiments.training_objectives import ObjectiveConfig  # noqa: E402
+from soae_core.data import SampleSet, load_fashion_mnist
+from soae_core.device import add_device_argument, resolve_device
+from soae_core.experiments.training import TrainConfig, make_optimizer, train_one_epoch
+from soae_core.experiments.training_objectives import ObjectiveConfig
+from soae_core.models import build_model
 
 FULL_EPOCH = 60_000
 SOAT = ObjectiveConfig(method="soat", eps=0.1, soae_steps=1, soae_hvp="exact", soae_max_krylov=10,

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for soae_core
-from soae_core.experiments.machine import describe_machine  # noqa: E402
+from soae_core.experiments.machine import describe_machine
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -27,17 +27,15 @@ import warnings
 from pathlib import Path
 
 import torch
+from common import machine, write_result
+
+from soae_core.attacks import SOAE
+from soae_core.data import load_samples
+from soae_core.device import describe_device, resolve_device, synchronize
+from soae_core.hvp import input_gradient
+from soae_core.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import machine, write_result  # noqa: E402
-from soae_core.attacks import SOAE  # noqa: E402
-from soae_core.data import load_samples  # noqa: E402
-from soae_core.device import describe_device, resolve_device, synchronize  # noqa: E402
-from soae_core.hvp import input_gradient  # noqa: E402
-from soae_core.models import load_model  # noqa: E402
 
 MODEL = "fmnist-cnn-std"
 

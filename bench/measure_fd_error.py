@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import pandas as pd
 import torch
+from common import write_result
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import write_result  # noqa: E402
-from soae_core.data import load_fashion_mnist  # noqa: E402
-from soae_core.analysis.krylov_inspector import fd_accuracy_sweep  # noqa: E402
-from soae_core.defaults import decades  # noqa: E402
-from soae_core.models import load_model  # noqa: E402
+from soae_core.analysis.krylov_inspector import fd_accuracy_sweep
+from soae_core.data import load_fashion_mnist
+from soae_core.defaults import decades
+from soae_core.models import load_model
 
 ETAS = decades(-1, -7)
 JITTER = 1e-3

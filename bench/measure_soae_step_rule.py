@@ -11,18 +11,14 @@ Writes bench/results/soae_step_rule_<model>.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result
 
-from common import write_result  # noqa: E402
-from soae_core.attacks import FGSM, PGD, SOAE  # noqa: E402
-from soae_core.attacks.soae import STEP_RULES  # noqa: E402
-from soae_core.data import load_samples  # noqa: E402
-from soae_core.metrics import accuracy  # noqa: E402
-from soae_core.models import load_model  # noqa: E402
+from soae_core.attacks import FGSM, PGD, SOAE
+from soae_core.attacks.soae import STEP_RULES
+from soae_core.data import load_samples
+from soae_core.metrics import accuracy
+from soae_core.models import load_model
 
 
 def main() -> None:

@@ -26,15 +26,13 @@ import sys
 from pathlib import Path
 
 import torch
+from common import machine, median_seconds, write_result
+
+from soae_core.device import resolve_device, synchronize
+from soae_core.hvp import hvp_exact, input_gradient
+from soae_core.models.registry import build_model, get_model_info
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import machine, median_seconds, write_result  # noqa: E402
-from soae_core.device import resolve_device, synchronize  # noqa: E402
-from soae_core.hvp import hvp_exact, input_gradient  # noqa: E402
-from soae_core.models.registry import build_model, get_model_info  # noqa: E402
 
 MAIN_RUN = ROOT / "bench" / "results" / "reproduction" / "main" / "results.json"
 SOAT_CARD = ROOT / "assets" / "models" / "fmnist-cnn-soat.json"

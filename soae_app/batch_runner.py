@@ -22,7 +22,6 @@ from soae_app import cache
 from soae_core.analysis.jobs import BatchOutcome, Job, JobResult, batches, combine
 from soae_core.models import ModelInfo
 
-
 Task = tuple[ModelInfo, Job]
 
 

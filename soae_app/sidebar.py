@@ -15,6 +15,7 @@ import streamlit as st
 
 from soae_app import cache
 from soae_app.figures.common import display_image
+from soae_core import __version__
 from soae_core.analysis.common import class_probabilities
 from soae_core.analysis.settings import (
     ALPHA_FACTOR_CHOICES,
@@ -239,4 +240,5 @@ def render_sidebar() -> Selection:
             problem = str(error)
     st.header("Attack", divider="gray")
     settings = _pick_settings()
+    st.caption(f"SOAE Lab {__version__}")
     return Selection(info=info, settings=settings, image=image, label=label, image_source=source, problem=problem)

@@ -23,6 +23,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.datasets.utils import extract_archive
 
+from soae_core import bundled_assets_dir
 from soae_core.validation import check_choice, check_int
 
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -56,8 +57,8 @@ def default_data_dir() -> Path:
 
 
 def samples_dir() -> Path:
-    """assets/samples/ of this checkout."""
-    return Path(__file__).resolve().parents[1] / "assets" / "samples"
+    """The bundled samples: assets/samples/ of this checkout (soae_core/assets/samples in a wheel)."""
+    return bundled_assets_dir() / "samples"
 
 
 def _from_uint8(data: torch.Tensor | np.ndarray, channels_last: bool) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from soae_core.experiments.model_card import update_card
+from soae_core.experiments.model_card import CARD_PGD_IMAGES, CARD_SOAE_IMAGES, update_card
 from soae_core.models import bundled_models_dir, load_model
 
 
@@ -17,8 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m soae_core.model_card", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--test-subset", type=int, default=None)
-    parser.add_argument("--eval-pgd-n", type=int, default=1000)
-    parser.add_argument("--eval-soae-n", type=int, default=200)
+    parser.add_argument("--eval-pgd-n", type=int, default=CARD_PGD_IMAGES)
+    parser.add_argument("--eval-soae-n", type=int, default=CARD_SOAE_IMAGES)
     args = parser.parse_args(argv)
     try:
         model = load_model(args.model)

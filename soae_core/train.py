@@ -18,6 +18,7 @@ import torch
 
 from soae_core.device import add_device_argument
 from soae_core.experiments.distributed import init_distributed
+from soae_core.experiments.model_card import CARD_PGD_IMAGES, CARD_SOAE_IMAGES
 from soae_core.experiments.training import REPO_ROOT, TrainConfig, train_and_save
 from soae_core.experiments.training_objectives import (
     METHODS,
@@ -55,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--soae-step-rule", choices=("sign", "linf", "raw"), default=OBJECTIVE.soae_step_rule)
     parser.add_argument("--train-subset", type=int, default=TRAIN.train_subset, help="train on the first N images only")
     parser.add_argument("--test-subset", type=int, default=None, help="clean accuracy on the first N test images only")
-    parser.add_argument("--eval-pgd-n", type=int, default=1000, help="test images attacked with PGD-20 for the card")
-    parser.add_argument("--eval-soae-n", type=int, default=200, help="test images attacked with SOAE for the card")
+    parser.add_argument("--eval-pgd-n", type=int, default=CARD_PGD_IMAGES,
+                        help="test images attacked with PGD-20 for the card")
+    parser.add_argument("--eval-soae-n", type=int, default=CARD_SOAE_IMAGES,
+                        help="test images attacked with SOAE for the card")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "assets" / "models")
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="default: runs/<model>/")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_clean
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from conftest import assert_clean
+import soae_core
 from soae_core.defaults import TAU_CHOICES
 from soae_core.models import build_model, get_model_info
 
@@ -50,6 +51,7 @@ def test_attack_lab_with_defaults():
     assert len(main_images) >= 4  # original + 3 attacks (+ the scrubber's iterate)
     assert len(app.get("download_button")) == 3
     assert len(app.get("plotly_chart")) == 3  # perturbations, top-5, loss along the iterations
+    assert f"SOAE Lab {soae_core.__version__}" in [c.value for c in app.sidebar.caption]
 
 
 def test_attack_lab_with_changed_settings():

@@ -9,6 +9,7 @@ skip without CUDA.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,8 +137,9 @@ def test_bad_soae_device_is_an_error_message_not_a_traceback(monkeypatch):
 @pytest.mark.parametrize("script", ["bench/bench_soae.py", "bench/bench_training.py", "bench/bench_autoattack.py",
                                     "bench/scaling_estimate.py"])
 def test_benchmarks_take_the_device_through_the_policy(script):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the benchmarks import the package as installed
     done = subprocess.run([sys.executable, script, "--device", "tpu"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, check=False)
+                          timeout=120, check=False, env=env)
     assert done.returncode != 0 and "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'" in done.stderr
 
 

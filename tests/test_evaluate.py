@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from soae_core.attacks import PGD, SOAE
-from soae_core.attacks import budget_points
+import soae_core
+from soae_core.attacks import PGD, SOAE, budget_points
 from soae_core.evaluate import main, parse_fraction
 from soae_core.experiments.evaluation_report import accuracy_at_budget, jsonable
 from soae_core.models import build_model, save_state_dict
@@ -35,6 +35,7 @@ def run_cli(weights: Path, out: Path, *extra: str) -> dict:
 def test_cli_end_to_end_writes_markdown_json_html(untrained_weights: Path, tmp_path: Path) -> None:
     results = run_cli(untrained_weights, tmp_path, "--attacks", "FGSM", "PGD", "--eps", "8/255", "0.1")
     assert results["meta"]["n"] == 2
+    assert results["meta"]["soae_lab_version"] == soae_core.__version__
     records = results["attacks"]
     assert [(r["attack"], round(r["eps"], 6)) for r in records] == [
         ("FGSM", round(8 / 255, 6)), ("PGD", round(8 / 255, 6)), ("FGSM", 0.1), ("PGD", 0.1)]

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from dataset_files import write_idx_dataset
-from soae_core.models import load_model
+
+import soae_core
 from soae_core.experiments.training import TrainConfig, train
 from soae_core.experiments.training_objectives import ObjectiveConfig
+from soae_core.models import load_model
 from soae_core.train import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +51,7 @@ def test_one_tiny_epoch_per_method_writes_weights_and_card(method, evals, tiny_f
     assert card["hyperparameters"]["objective"]["alpha"] == pytest.approx(0.025)
     assert card["command"] == "python -m soae_core.train " + " ".join(args)
     assert card["machine"]["cores"] >= 1 and card["history"][0]["seconds"] > 0
+    assert card["soae_lab_version"] == soae_core.__version__
     assert card["wall_time_s"]["training"] == pytest.approx(card["history"][0]["seconds"], abs=0.01)
     assert card["test_images"] == 40 and 0.0 <= card["clean_accuracy"] <= 1.0
     attacks = {(r["attack"], round(r["eps"], 4)) for r in card["robust_accuracy"]}

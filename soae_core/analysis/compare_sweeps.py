@@ -4,6 +4,7 @@ and tables of SOAE's η, τ and N sweeps (the paper's Figures 1–3, Table IV)."
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -12,6 +13,7 @@ import pandas as pd
 
 from soae_core import metrics
 from soae_core.analysis.jobs import Job, JobResult
+from soae_core.analysis.settings import AttackSettings
 from soae_core.defaults import PAPER_STEPS, STUDY_ETAS, STUDY_TAUS
 from soae_core.validation import check_choice, check_int
 
@@ -124,3 +126,13 @@ def sweep_table(sweep: str, jobs: list[Job], results: dict[str, JobResult]) -> p
         table.insert(5, "Gradient evals ÷ at the largest τ",
                      table["Gradient evals / image"] / table.loc[largest, "Gradient evals / image"])
     return table
+
+
+def tables_json(tables: dict[str, pd.DataFrame], model_name: str, n: int, complete: bool,
+                settings: AttackSettings) -> bytes:
+    """A JSON document (UTF-8 bytes) with the page's tables (one record per row), the model, the
+    number of images, whether the run finished and the settings (seed included)."""
+    document = {"model": model_name, "images": n, "complete": complete, "settings": settings.as_dict(),
+                "tables": {name: json.loads(table.reset_index().to_json(orient="records"))
+                           for name, table in tables.items()}}
+    return json.dumps(document, indent=2).encode("utf-8")

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from soae_core.attacks.asod import sigma_for
 from soae_core.defaults import (
     DEFAULT_MAX_KRYLOV,
     ETA_CHOICES,
@@ -42,10 +43,6 @@ HVP_LABELS: dict[str, str] = {"finite_difference": "finite difference",
                               "exact": "exact"}
 STEP_RULE_LABELS: dict[str, str] = {"sign": "sign", "linf": "L∞-normalised", "raw": "raw"}
 BASELINES: tuple[str, ...] = ("FGSM", "PGD", "AutoAttack", "ASOD")
-
-# ASOD's noise level, from its authors' code: 0.7 for (Fashion-)MNIST, 100/255 for colour images.
-ASOD_SIGMA: dict[str, float] = {"fashion_mnist": 0.7, "mnist": 0.7}
-ASOD_SIGMA_COLOUR = 100 / 255
 
 
 @dataclass(frozen=True)
@@ -102,7 +99,7 @@ class AttackSettings:
     def baseline_kwargs(self, name: str, dataset: str) -> dict[str, Any]:
         """Keyword arguments of baseline ``name`` at this budget, following the paper's setup.
 
-        PGD: 20 steps of ε/4 (2/255 at the paper's 8/255). ASOD: σ by dataset (see ASOD_SIGMA).
+        PGD: 20 steps of ε/4 (2/255 at the paper's 8/255). ASOD: σ by dataset (``asod.sigma_for``).
         """
         check_choice("name", name, BASELINES)
         if name == "PGD":
@@ -111,7 +108,7 @@ class AttackSettings:
         if name == "AutoAttack":
             return {"eps": self.eps, "seed": self.seed}
         if name == "ASOD":
-            return {"eps": self.eps, "sigma": ASOD_SIGMA.get(dataset, ASOD_SIGMA_COLOUR), "seed": self.seed}
+            return {"eps": self.eps, "sigma": sigma_for(dataset), "seed": self.seed}
         return {"eps": self.eps}
 
     @property

@@ -5,6 +5,13 @@ from typing import Any
 import torch
 from torch import nn
 
+try:  # FGSM, PGD and AutoAttack run torchattacks behind our counting wrapper
+    import torchattacks  # noqa: F401
+except ImportError as error:  # not a declared dependency of the project: see pyproject.toml
+    raise ImportError("soae_core.attacks needs torchattacks 3.5.1; install it without its dependencies: "
+                      "pip install --no-deps torchattacks==3.5.1 (it pins requests~=2.25.1, which conflicts "
+                      "with streamlit, and runs with a newer requests)") from error
+
 from soae_core.attacks.asod import ASOD
 from soae_core.attacks.autoattack import AutoAttack
 from soae_core.attacks.base import Attack, AttackResult, project_linf

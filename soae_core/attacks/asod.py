@@ -21,6 +21,15 @@ from soae_core.defaults import PAPER_EPS
 from soae_core.hvp import input_gradient
 from soae_core.validation import check_int, check_positive
 
+# The noise level from its authors' code: 0.7 for (Fashion-)MNIST, 100/255 for colour images.
+SIGMA_BY_DATASET: dict[str, float] = {"fashion_mnist": 0.7, "mnist": 0.7}
+SIGMA_COLOUR = 100 / 255
+
+
+def sigma_for(dataset: str) -> float:
+    """ASOD's noise level for ``dataset`` (:data:`SIGMA_BY_DATASET`; colour datasets 100/255)."""
+    return SIGMA_BY_DATASET.get(dataset, SIGMA_COLOUR)
+
 
 class ASOD(Attack):
     """ASOD, L∞: ``steps`` sign steps on the noise-averaged gradient.
@@ -36,7 +45,7 @@ class ASOD(Attack):
     name = "ASOD"
 
     def __init__(self, model: nn.Module, eps: float = PAPER_EPS, steps: int = 20, alpha: float | None = None,
-                 sigma: float = 0.7, n_samples: int = 10, seed: int | None = None) -> None:
+                 sigma: float = SIGMA_BY_DATASET["mnist"], n_samples: int = 10, seed: int | None = None) -> None:
         super().__init__(model, eps)
         self.steps = check_int("steps", steps, minimum=1)
         self.alpha = self.eps / 10 if alpha is None else check_positive("alpha", alpha)

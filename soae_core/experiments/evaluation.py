@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from soae_core import attacks, data, metrics
+from soae_core import __version__, attacks, data, metrics
 from soae_core.attacks import ATTACKS, Attack, AttackResult, budget_points
+from soae_core.attacks.asod import sigma_for
 from soae_core.attacks.counting import BudgetTrace
 from soae_core.attacks.soae import SOAETrace
 from soae_core.defaults import PAPER_EPS, STUDY_ETAS, STUDY_TAUS
@@ -67,7 +68,7 @@ class EvalConfig:
     batch_size: int = 500
     weights: dict[str, str] = field(default_factory=dict)
     soae: dict[str, Any] = field(default_factory=dict)
-    asod_sigma: float = 0.7
+    asod_sigma: float = sigma_for("mnist")
     studies: list[str] = field(default_factory=list)
     study_n: int = 200
     study_models: list[str] | None = None
@@ -447,7 +448,7 @@ def run_evaluation(config: EvalConfig, quiet: bool = False, ctx: DistContext | N
         "meta": {"dataset": dataset, "n": int(x.shape[0]), "study_n": min(config.study_n, config.n),
                  "started_utc": started_utc, "duration_s": time.perf_counter() - started,
                  "grid_duration_s": grid_seconds, "ranks": ctx.world_size, "per_rank": ranks,
-                 "machine": machine_at_start, "machine_at_end": describe_machine(),
+                 "soae_lab_version": __version__, "machine": machine_at_start, "machine_at_end": describe_machine(),
                  "command": command_line(ctx)},
         "config": asdict(config),
         "models": {name: {"clean_accuracy": clean[name], "method": get_model_info(name).method} for name in models},

@@ -13,11 +13,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from soae_core import __version__
 from soae_core.data import load_fashion_mnist, load_samples
 from soae_core.defaults import DEFAULT_MAX_KRYLOV, PAPER_EPS, PAPER_STEPS, PAPER_TAU
 from soae_core.experiments.machine import machine_facts
 from soae_core.metrics import accuracy, predictions
 
+# Test images the cards attack: PGD-20 on the first 1000, SOAE (slower) on the first 200.
+CARD_PGD_IMAGES = 1000
+CARD_SOAE_IMAGES = 200
 # SOAE as the cards evaluate it: the paper's N and τ with exact products and the sign step.
 SOAE_EVAL_SETTINGS = {"steps": PAPER_STEPS, "hvp": "exact", "tau": PAPER_TAU, "max_krylov": DEFAULT_MAX_KRYLOV,
                       "step_rule": "sign"}
@@ -34,8 +38,8 @@ def robust_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     return correct / len(labels)
 
 
-def evaluate_for_card(model: nn.Module, eps: float, test_subset: int | None = None, pgd_n: int = 1000,
-                      soae_n: int = 200, progress: bool = True) -> dict[str, Any]:
+def evaluate_for_card(model: nn.Module, eps: float, test_subset: int | None = None, pgd_n: int = CARD_PGD_IMAGES,
+                      soae_n: int = CARD_SOAE_IMAGES, progress: bool = True) -> dict[str, Any]:
     """Clean and robust (PGD-20, SOAE) test accuracy at ``eps`` and at the paper's 8/255, plus
     accuracy on the bundled samples. Clean accuracy uses the first ``test_subset`` test images
     (default all 10 000), PGD-20 the first ``pgd_n`` of those, SOAE the first ``soae_n``.
@@ -74,8 +78,8 @@ def evaluate_for_card(model: nn.Module, eps: float, test_subset: int | None = No
     return result
 
 
-def update_card(model: nn.Module, card_path: Path, name: str, test_subset: int | None = None, pgd_n: int = 1000,
-                soae_n: int = 200) -> dict[str, Any]:
+def update_card(model: nn.Module, card_path: Path, name: str, test_subset: int | None = None,
+                pgd_n: int = CARD_PGD_IMAGES, soae_n: int = CARD_SOAE_IMAGES) -> dict[str, Any]:
     """Re-evaluate ``model`` (:func:`evaluate_for_card` at the card's training ε, 0.1 without
     one) and rewrite the evaluation fields of the card at ``card_path`` (created if missing),
     keeping its training record. Returns the card."""
@@ -83,5 +87,6 @@ def update_card(model: nn.Module, card_path: Path, name: str, test_subset: int |
     eps = card.get("hyperparameters", {}).get("objective", {}).get("eps", 0.1)
     card.update(evaluate_for_card(model, eps=eps, test_subset=test_subset, pgd_n=pgd_n, soae_n=soae_n))
     card["evaluation_machine"] = machine_facts()
+    card["evaluation_soae_lab_version"] = __version__
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from soae_core import __version__
 from soae_core.data import SampleSet, load_fashion_mnist
 from soae_core.device import describe_device
 from soae_core.experiments.distributed import (
@@ -41,13 +42,8 @@ from soae_core.experiments.distributed import (
     shutdown,
 )
 from soae_core.experiments.machine import machine_facts
-from soae_core.experiments.model_card import evaluate_for_card
-from soae_core.experiments.training_objectives import (
-    METHODS,
-    BatchShare,
-    ObjectiveConfig,
-    objective_loss,
-)
+from soae_core.experiments.model_card import CARD_PGD_IMAGES, CARD_SOAE_IMAGES, evaluate_for_card
+from soae_core.experiments.training_objectives import METHODS, BatchShare, ObjectiveConfig, objective_loss
 from soae_core.models import build_model, get_model_info, save_state_dict
 from soae_core.validation import check_choice, check_int, check_positive
 
@@ -212,8 +208,8 @@ def train(cfg: TrainConfig, checkpoint_dir: Path, resume: bool = False, progress
 
 
 def train_and_save(cfg: TrainConfig, checkpoint_dir: Path, out_dir: Path, command: str, resume: bool = False,
-                   progress: bool = True, test_subset: int | None = None, eval_pgd_n: int = 1000,
-                   eval_soae_n: int = 200, ctx: DistContext | None = None) -> dict[str, Any] | None:
+                   progress: bool = True, test_subset: int | None = None, eval_pgd_n: int = CARD_PGD_IMAGES,
+                   eval_soae_n: int = CARD_SOAE_IMAGES, ctx: DistContext | None = None) -> dict[str, Any] | None:
     """Train ``cfg`` (see :func:`train`), write ``<out_dir>/<model>.safetensors`` and its model card
     ``<model>.json`` (architecture, hyper-parameters, history, machine, device, ranks,
     :func:`evaluate_for_card`'s numbers and ``command``, the command line that ran it). Returns the card.
@@ -244,6 +240,7 @@ def train_and_save(cfg: TrainConfig, checkpoint_dir: Path, out_dir: Path, comman
         "hyperparameters": run["config"],
         "epochs": cfg.epochs,
         "wall_time_s": {"training": round(train_seconds, 2), "this_invocation": None},
+        "soae_lab_version": __version__,
         "machine": machine_facts(),
         "device": describe_device(ctx.device),
         "ranks": ctx.world_size,

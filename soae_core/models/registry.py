@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet50_Weights
 
+from soae_core import bundled_assets_dir
 from soae_core.models.cifar_resnet import CifarResNet18
 from soae_core.models.imagenet_resnet import ImageNetResNet
 from soae_core.models.small_cnn import SmallCNN
@@ -36,8 +37,9 @@ _DTYPES = (torch.float32, torch.float64)
 
 
 def bundled_models_dir() -> Path:
-    """assets/models/ of this checkout; override with the SOAE_MODELS_DIR environment variable."""
-    return Path(os.environ.get("SOAE_MODELS_DIR", Path(__file__).resolve().parents[2] / "assets" / "models"))
+    """assets/models/ of this checkout (soae_core/assets/models in a wheel); override with the
+    SOAE_MODELS_DIR environment variable."""
+    return Path(os.environ.get("SOAE_MODELS_DIR", bundled_assets_dir() / "models"))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+import soae_core
 from soae_core.analysis.attack_lab import metrics_table, npy_bytes, png_bytes, run_attack, run_bundle, run_lab, top_k
 from soae_core.analysis.settings import DEFAULT_SETTINGS
 from soae_core.models import build_model
@@ -104,5 +105,6 @@ def test_bundle_records_what_reproduces_the_run(model, image):
     assert document["model"] == "fmnist-cnn-std" and document["image"] == "sample 4"
     assert document["settings"]["seed"] == 7 and document["settings"]["steps"] == 1
     assert document["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert document["versions"]["soae_core"] == soae_core.__version__
     assert [r["attack"] for r in document["results"]] == ["SOAE", "FGSM"]
     assert document["results"][0]["psnr_db"] is None  # ε = 0: identical images, PSNR = inf → null

@@ -3,6 +3,8 @@ finite differences of the loss, NumPy's linear solver, closed-form GMRES iterate
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +72,10 @@ def test_direction_and_gmres_iterates_follow_their_closed_forms(activation):
     expected_residual = np.linalg.norm(r0 - c * h_r0) / np.linalg.norm(r0)
     assert step.gmres_residuals[1] == pytest.approx(expected_residual, rel=1e-9)
     assert step.gmres_residuals[-1] < 1e-8
+    assert step.ascent == pytest.approx(float(g @ np.linalg.solve(hessian, g)), rel=1e-9)
+    for eigenvalues, kind in (((1.0, 2.0), "positive definite"), ((-1.0, 2.0), "indefinite"),
+                              ((-2.0, -1.0), "negative definite")):
+        assert dataclasses.replace(step, eigenvalues=np.array(eigenvalues)).curvature == kind
 
 
 def test_relu_toy_hessian_is_positive_semidefinite_everywhere():

@@ -3,17 +3,21 @@ hold what the attacks and metrics compute directly."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from conftest import tiny_cnn
 from soae_core import metrics
-from soae_core.attacks import FGSM, PGD
-from soae_core.analysis.compare_sweeps import CLEAN_ROW, accuracy_table, budget_table, quality_table, sweep_jobs, sweep_table
+from soae_core.analysis.compare_sweeps import (CLEAN_ROW, accuracy_table, budget_table, quality_table, sweep_jobs,
+                                               sweep_table, tables_json, image_counts)
 from soae_core.analysis.jobs import BatchOutcome, Job, batches, combine, image_order, run_batch
+from soae_core.analysis.settings import DEFAULT_SETTINGS
+from soae_core.attacks import FGSM, PGD
 
 EPS = 0.1
 
@@ -157,3 +161,17 @@ def test_sweep_tables_have_one_row_per_value(data):
     steps_table = sweep_table("steps", steps_jobs, steps_results)
     assert list(steps_table.columns) == ["Attack", "Iteration", "Gradient evals / image", "Accuracy"]
     assert len(steps_table) == 2 * 4
+
+
+def test_tables_json_holds_every_table_and_the_settings():
+    table = pd.DataFrame({"Attack": ["FGSM"], "Accuracy": [0.5]}).set_index("Attack")
+    document = json.loads(tables_json({"accuracy": table}, "fmnist-cnn-std", 20, False, DEFAULT_SETTINGS))
+    assert (document["model"], document["images"], document["complete"]) == ("fmnist-cnn-std", 20, False)
+    assert document["tables"]["accuracy"] == [{"Attack": "FGSM", "Accuracy": 0.5}]
+    assert document["settings"]["seed"] == DEFAULT_SETTINGS.seed
+
+
+def test_image_counts_offer_what_the_set_holds():
+    assert image_counts(200) == [10, 20, 50, 100, 150, 200]
+    assert image_counts(60) == [10, 20, 50]
+    assert image_counts(5) == [5]

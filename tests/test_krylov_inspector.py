@@ -7,17 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from soae_core.analysis.settings import DEFAULT_SETTINGS
-from soae_core.attacks.soae import SOAE
 from soae_core.analysis.krylov_inspector import (
     KrylovRecord,
+    best_error,
+    comparison_models,
+    error_at,
     fd_accuracy_sweep,
     hessian_spectrum,
     krylov_history,
     m_for_tau,
     tau_to_m_table,
 )
-from soae_core.models import build_model
+from soae_core.analysis.settings import DEFAULT_SETTINGS
+from soae_core.attacks.soae import SOAE
+from soae_core.models import build_model, get_model_info
 
 
 def _frozen(name: str, dtype=torch.float32):
@@ -74,6 +77,17 @@ def test_fd_accuracy_shows_truncation_and_round_off(relu_model, image):
     # float64 reaches far better accuracy than float32 at its best η.
     assert error["float64"].min() < 1e-5
     assert error["float64"].min() < 1e-2 * error["float32"].min()
+    # What the page reads from the table: SOAE's own product (forward, float32) at an η, the best float64 error.
+    assert error_at(table, 1e-4) == error["float32", "forward", 1e-4]
+    assert error_at(table, 1e-3) is None  # not in the sweep
+    assert best_error(table, "float64") == error["float64"].min()
+
+
+def test_comparison_models_put_the_other_kind_first():
+    std, smooth, pgd = (get_model_info(n) for n in ("fmnist-cnn-std", "fmnist-cnn-smooth-std", "fmnist-cnn-pgd"))
+    available = [dataclasses.replace(info, available=True) for info in (pgd, std, smooth)]
+    names = [m.name for m in comparison_models(available[1], available)]
+    assert names == ["fmnist-cnn-smooth-std", "fmnist-cnn-pgd"]  # smooth (the other kind) first, never itself
 
 
 def test_m_for_tau_reads_the_prefix_of_a_longer_run():

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
 from soae_core.analysis.jobs import JobResult
-from soae_core.models import get_model_info
-from soae_core.analysis.models import card_accuracy, method_name, table_one, table_one_tasks, training_summary, zoo_table
+from soae_core.analysis.models import (bundled_models, card_accuracy, card_column, method_name, table_one,
+                                      table_one_tasks, training_summary, zoo_table)
 from soae_core.analysis.settings import DEFAULT_SETTINGS
 from soae_core.defaults import PAPER_EPS
+from soae_core.models import get_model_info
 
 CARD = {
     "method": "pgd", "epochs": 6, "clean_accuracy": 0.81, "test_images": 10000,
@@ -83,3 +85,11 @@ def test_table_one_layout_with_missing_cells():
     assert table.loc["fmnist-cnn-std", "Clean"] == pytest.approx(0.9)
     assert table.loc["fmnist-cnn-pgd", "Training method"] == "PGD"
     assert math.isnan(table.loc["fmnist-cnn-pgd", "SOAE"])
+
+
+def test_bundled_models_are_the_available_ones_with_bundled_images():
+    infos = [get_model_info("fmnist-cnn-std"), get_model_info("imagenet-resnet18")]
+    infos = [dataclasses.replace(info, available=True) for info in infos] + [
+        dataclasses.replace(get_model_info("fmnist-cnn-pgd"), available=False)]
+    assert [info.name for info in bundled_models(infos)] == ["fmnist-cnn-std"]
+    assert card_column("PGD-20", PAPER_EPS) == "PGD-20 @ 8/255"
