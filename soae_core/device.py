@@ -110,18 +110,26 @@ def to_cpu(value: T) -> T:
     """``value`` with every tensor inside it detached and on the CPU (the one exit from the device).
 
     Walks tensors, dicts, lists, tuples (named ones too) and dataclass instances; anything else
-    is returned as it is. A tensor already on the CPU is returned detached, without a copy.
+    is returned as it is. A container holding no tensor is returned itself, not rebuilt, and a
+    tensor already on the CPU is returned detached, without a copy.
     """
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()  # type: ignore[return-value]
     if isinstance(value, Mapping):
-        return type(value)({k: to_cpu(v) for k, v in value.items()})  # type: ignore[call-arg]
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(to_cpu(v) for v in value))  # type: ignore[return-value]
+        items = {k: to_cpu(v) for k, v in value.items()}
+        return value if all(items[k] is v for k, v in value.items()) else type(value)(items)  # type: ignore[call-arg]
     if isinstance(value, (list, tuple)):
-        return type(value)(to_cpu(v) for v in value)  # type: ignore[return-value]
+        parts = [to_cpu(v) for v in value]
+        if all(p is v for p, v in zip(parts, value)):
+            return value
+        if isinstance(value, tuple) and hasattr(value, "_fields"):
+            return type(value)(*parts)  # type: ignore[return-value]
+        return type(value)(parts)  # type: ignore[return-value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: to_cpu(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+        fields = [f.name for f in dataclasses.fields(value) if f.init]
+        changes = {name: to_cpu(getattr(value, name)) for name in fields}
+        if all(changes[name] is getattr(value, name) for name in fields):
+            return value
         return dataclasses.replace(value, **changes)
     return value
 

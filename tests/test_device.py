@@ -142,6 +142,12 @@ def test_to_cpu_walks_containers_and_detaches():
     assert leaf.requires_grad  # the input is left as it was
 
 
+def test_to_cpu_returns_containers_without_tensors_unchanged():
+    record = Record(image=None, rows=[1, 2])  # type: ignore[arg-type]
+    value = {"a": [1, "x"], "r": record}
+    assert dev.to_cpu(value) is value and dev.to_cpu(record) is record
+
+
 def test_to_cpu_moves_meta_tensors_off_the_device():
     # meta tensors stand in for a device other than the CPU: .cpu() of one must be attempted.
     with pytest.raises(NotImplementedError):
