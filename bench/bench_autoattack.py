@@ -19,6 +19,7 @@ from common import machine, write_result
 
 from soae_core.attacks import AutoAttack
 from soae_core.data import load_fashion_mnist
+from soae_core.device import add_device_argument, resolve_device
 from soae_core.metrics import accuracy
 from soae_core.models import load_model
 
@@ -38,12 +39,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (the median is reported)")
     parser.add_argument("--name", default="autoattack", help="result file name under bench/results/")
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = resolve_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    model = load_model("fmnist-cnn-std")
+    model = load_model("fmnist-cnn-std", device=device)
     test = load_fashion_mnist("test")
-    x, y = test.images[:N_IMAGES], test.labels[:N_IMAGES]
+    x, y = test.images[:N_IMAGES].to(device), test.labels[:N_IMAGES].to(device)
     clean = accuracy(model, x, y)
 
     ours, bare, result = [], [], None
@@ -61,6 +64,7 @@ def main() -> None:
         "target_seconds": TARGET_S, "clean_accuracy": clean, "robust_accuracy": robust,
         "grad_evals_per_image": result.grad_evals,
         "forward_passes_per_image": result.trace.forward_images / N_IMAGES,
+        "device": str(device),
     }
     path = write_result(args.name, payload)
     print(f"{machine()}\nAutoAttack ε={EPS} on {N_IMAGES} images: ours median {payload['median_seconds_ours']:.1f} s "

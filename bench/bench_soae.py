@@ -16,21 +16,22 @@ import torch
 from common import machine, median_seconds, write_result
 
 from soae_core.attacks import SOAE
+from soae_core.device import add_device_argument, resolve_device
 from soae_core.hvp import hvp_exact, input_gradient
 
 
-def _model_and_images() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
+def _model_and_images(device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
     from soae_core.data import load_samples
     from soae_core.models import load_model
     from soae_core.models.registry import build_model
 
     samples = load_samples("fashion_mnist")
-    images = samples.images.repeat(2, 1, 1, 1)[:128]
-    labels = samples.labels.repeat(2)[:128]
+    images = samples.images.repeat(2, 1, 1, 1)[:128].to(device)
+    labels = samples.labels.repeat(2)[:128].to(device)
     try:
-        return load_model("fmnist-cnn-std"), images, labels, "fmnist-cnn-std (bundled weights)"
+        return load_model("fmnist-cnn-std", device=device), images, labels, "fmnist-cnn-std (bundled weights)"
     except ValueError:
-        model = build_model("fmnist-cnn-std").eval()
+        model = build_model("fmnist-cnn-std").to(device).eval()
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         return model, images, labels, "fmnist-cnn-std architecture, random weights (checkpoint missing)"
@@ -42,11 +43,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="SOAE engine benchmark")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: on the shared 2-core machine 2 threads were slower)")
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model, images, labels, model_name = _model_and_images()
-    results: dict = {"model": model_name, "threads": args.threads}
+    model, images, labels, model_name = _model_and_images(device)
+    results: dict = {"model": model_name, "threads": args.threads, "device": str(device)}
     gradient_s = median_seconds(lambda: input_gradient(model, images, labels), repeats=20)
     hvp_s = median_seconds(lambda: hvp_exact(model, images, labels, torch.randn_like(images)), repeats=10)
     results["one_gradient_batch128_ms"] = gradient_s * 1e3

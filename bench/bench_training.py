@@ -18,6 +18,7 @@ import torch
 from common import write_result
 
 from soae_core.data import SampleSet, load_fashion_mnist
+from soae_core.device import add_device_argument, resolve_device
 from soae_core.experiments.training import TrainConfig, make_optimizer, train_one_epoch
 from soae_core.experiments.training_objectives import ObjectiveConfig
 from soae_core.models import build_model
@@ -28,11 +29,12 @@ SOAT = ObjectiveConfig(method="soat", eps=0.1, soae_steps=1, soae_hvp="exact", s
 PGD_AT = ObjectiveConfig(method="pgd", eps=0.1, alpha=0.025, attack_steps=7)
 
 
-def time_epoch(model_name: str, objective: ObjectiveConfig, train: SampleSet) -> dict:
-    """Train one epoch of ``train`` from a fresh seeded model; the record plus the load average."""
+def time_epoch(model_name: str, objective: ObjectiveConfig, train: SampleSet, device: torch.device) -> dict:
+    """Train one epoch of ``train`` from a fresh seeded model on ``device``; the record plus the load average."""
     cfg = TrainConfig(model=model_name, epochs=1, objective=objective)
     torch.manual_seed(0)
-    model = build_model(model_name)
+    model = build_model(model_name).to(device)
+    train = SampleSet(train.images.to(device), train.labels.to(device), train.class_names)
     optimizer, _ = make_optimizer(cfg, model)
     load_before = os.getloadavg()[0]
     record = train_one_epoch(model, optimizer, train, cfg, epoch=0, progress=False)
@@ -47,7 +49,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1024, help="training images for the SOAT / PGD-AT timing")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for PGD-AT and SOAT")
     parser.add_argument("--skip-std", action="store_true")
+    add_device_argument(parser)
     args = parser.parse_args()
+    device = resolve_device(args.device)
     full = load_fashion_mnist("train")
     subset = SampleSet(full.images[:args.n], full.labels[:args.n], full.class_names)
     results = {}
@@ -55,12 +59,13 @@ def main() -> None:
         for threads in (1, 2):
             torch.set_num_threads(threads)
             key = f"std_epoch_60k_{threads}_threads"
-            results[key] = time_epoch("fmnist-cnn-std", ObjectiveConfig(method="std"), full)
+            results[key] = time_epoch("fmnist-cnn-std", ObjectiveConfig(method="std"), full, device)
             print(f"STD epoch (60k), {threads} threads: {results[key]['seconds']:.1f} s", file=sys.stderr)
     torch.set_num_threads(args.threads)
     results["threads"] = args.threads
+    results["device"] = str(device)
     for label, objective in (("pgd_at", PGD_AT), ("soat", SOAT)):
-        results[label] = time_epoch("fmnist-cnn-std", objective, subset)
+        results[label] = time_epoch("fmnist-cnn-std", objective, subset, device)
         print(f"{label}: {results[label]['seconds_per_60k_epoch']:.0f} s per 60k epoch, "
               f"{results[label]['grad_evals_per_example']:.2f} grad evals per example", file=sys.stderr)
     results["soat_settings"] = {"eps": SOAT.eps, "steps": SOAT.soae_steps, "hvp": SOAT.soae_hvp,

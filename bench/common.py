@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from soae_core.experiments.machine import describe_machine
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -20,12 +22,15 @@ def machine() -> str:
 
 def median_seconds(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> float:
     """Median wall time of fn() in seconds over ``repeats`` runs after ``warmup`` runs."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)  # CUDA runs asynchronously
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -9,11 +9,15 @@ changing a setting only SOAE uses (η, τ, …) does not rerun the baselines, an
 runs are cached one (job, batch) unit at a time: a stopped run resumes where it stopped, and any
 session asking for the same unit gets it without recomputing.
 
-A model is keyed by name, dtype and its weights file's size and modification time, so a
+A model is keyed by name, dtype, device and its weights file's size and modification time, so a
 retrained checkpoint is picked up without restarting the app. An uploaded model (``uploads``) is
 keyed by its name, which holds the SHA-256 of its bytes. Every cached computation on a
 model has one shape, made by :func:`per_model`: ``f(info, *args)``, computed as
-``compute(model, *args)`` on the shared model. Images arrive as NumPy (C, H, W) in [0, 1].
+``compute(model, *args)`` on the shared model. Images arrive as NumPy (C, H, W) in [0, 1] and go
+to the model's device in the computation (:func:`batch`); every result leaves the device through
+:func:`soae_core.device.to_cpu` in :func:`per_model`, so figures, tables and downloads only ever
+see CPU tensors. The device is the process's: ``$SOAE_DEVICE`` (default ``auto``, see
+:mod:`soae_core.device`), shown in the sidebar.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from soae_core.analysis import (
 from soae_core.analysis.common import image_batch
 from soae_core.analysis.settings import DEFAULT_SETTINGS, AttackSettings
 from soae_core.data import SampleSet, load_photo, load_samples
+from soae_core.device import describe_device, device_from_env, to_cpu
 from soae_core.models import ModelInfo, load_model
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -55,17 +60,39 @@ def weights_version(info: ModelInfo) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
+@st.cache_resource(show_spinner=False)
+def _device_name() -> str:
+    return str(device_from_env())
+
+
+def device() -> torch.device:
+    """The device every model and computation of this app process uses: ``$SOAE_DEVICE``
+    resolved once per process (ValueError naming the variable and what exists if it is bad)."""
+    return torch.device(_device_name())
+
+
+def device_label() -> str:
+    """The device for people, e.g. "CPU" or "CUDA 0 — NVIDIA H200" (shown in the sidebar)."""
+    return describe_device(device())
+
+
+def batch(image: np.ndarray, net: nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The image (C, H, W) as a batch (1, C, H, W) of ``dtype`` on ``net``'s device."""
+    return image_batch(image, dtype, next(net.parameters()).device)
+
+
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
-def _model(name: str, dtype_name: str, version: str) -> nn.Module:
+def _model(name: str, dtype_name: str, version: str, device_name: str) -> nn.Module:
     del version  # part of the cache key only
     if uploads.is_upload(name):  # your own weights: the name holds the file's SHA-256
-        return uploads.load(name, _DTYPES[dtype_name])
-    return load_model(name, dtype=_DTYPES[dtype_name])
+        return uploads.load(name, _DTYPES[dtype_name]).to(device_name)
+    return load_model(name, dtype=_DTYPES[dtype_name], device=device_name)
 
 
 def model(info: ModelInfo, dtype_name: str = "float32") -> nn.Module:
-    """The shared, frozen, eval-mode model of ``info`` in float32 or float64 (ValueError if unavailable)."""
-    return _model(info.name, dtype_name, weights_version(info))
+    """The shared, frozen, eval-mode model of ``info`` in float32 or float64 on :func:`device`
+    (ValueError if unavailable)."""
+    return _model(info.name, dtype_name, weights_version(info), _device_name())
 
 
 @st.cache_resource(show_spinner=False)
@@ -85,10 +112,12 @@ def per_model(max_entries: int, dtypes: tuple[str, ...] = ("float32",)) -> Calla
     version, args) and call it as ``compute(info, *args)`` with the model's :class:`ModelInfo`.
 
     ``dtypes``: the copies of the shared model ``compute`` takes first ("float32", "float64" or both).
+    The device is part of the key, and the result is moved to the CPU before it is cached.
     """
     def decorate(compute: Callable) -> Callable:
-        def cached(model_name: str, version: str, *args: Any, **kwargs: Any) -> Any:
-            return compute(*(_model(model_name, dtype, version) for dtype in dtypes), *args, **kwargs)
+        def cached(model_name: str, version: str, device_name: str, *args: Any, **kwargs: Any) -> Any:
+            nets = (_model(model_name, dtype, version, device_name) for dtype in dtypes)
+            return to_cpu(compute(*nets, *args, **kwargs))  # the one exit from the device
 
         # Streamlit keys a cache by its function's module, qualified name and source; the source of
         # ``cached`` is the same for every computation, so the name keeps their caches apart.
@@ -96,7 +125,7 @@ def per_model(max_entries: int, dtypes: tuple[str, ...] = ("float32",)) -> Calla
         cached_data = st.cache_data(show_spinner=False, max_entries=max_entries)(cached)
 
         def on_model(info: ModelInfo, *args: Any, **kwargs: Any) -> Any:
-            return cached_data(info.name, weights_version(info), *args, **kwargs)
+            return cached_data(info.name, weights_version(info), _device_name(), *args, **kwargs)
 
         on_model.__name__, on_model.__qualname__ = compute.__name__, compute.__qualname__
         on_model.__doc__ = compute.__doc__
@@ -111,7 +140,7 @@ def attack(net: nn.Module, image: np.ndarray, label: int, name: str, kwargs: dic
            target: int | None = None) -> tuple[attack_lab.AttackOutcome, list[attack_lab.IterationView]]:
     """:func:`soae_core.analysis.attack_lab.run_attack` of attack ``name`` with keyword arguments
     ``kwargs`` (aimed at ``target`` when targeted) on the image, cached on the attack's own arguments only."""
-    return attack_lab.run_attack(net, image_batch(image), label, name, kwargs, target)
+    return attack_lab.run_attack(net, batch(image, net), label, name, kwargs, target)
 
 
 def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings,
@@ -121,8 +150,9 @@ def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSett
             target: int | None) -> tuple[attack_lab.AttackOutcome, list[attack_lab.IterationView]]:
         return attack(info, image, label, name, kwargs, target)
 
-    return attack_lab.run_lab(model(info), image_batch(image), label, settings, info.dataset, info.class_names,
-                              run=run, on_attack=on_attack)
+    net = model(info)
+    return to_cpu(attack_lab.run_lab(net, batch(image, net), label, settings, info.dataset, info.class_names,
+                                     run=run, on_attack=on_attack))
 
 
 # ---------------------------------------------------------------------------------- Source × target grid
@@ -130,14 +160,14 @@ def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSett
 def grid_row(net: nn.Module, image: np.ndarray, source_class: int, attack: str,
              kwargs: dict[str, Any]) -> target_grid.GridRow:
     """:func:`soae_core.analysis.target_grid.grid_row`: one source image towards every class, cached per row."""
-    return target_grid.grid_row(net, image_batch(image), source_class, attack, kwargs)
+    return target_grid.grid_row(net, batch(image, net), source_class, attack, kwargs)
 
 
 # ---------------------------------------------------------------------------------- Krylov Inspector
 @per_model(max_entries=64)
 def _krylov_history(net: nn.Module, image: np.ndarray, label: int,
                     settings: AttackSettings) -> list[krylov_inspector.KrylovRecord]:
-    return krylov_inspector.krylov_history(net, image_batch(image), label, settings)
+    return krylov_inspector.krylov_history(net, batch(image, net), label, settings)
 
 
 def krylov_history(info: ModelInfo, image: np.ndarray, label: int,
@@ -149,20 +179,20 @@ def krylov_history(info: ModelInfo, image: np.ndarray, label: int,
 @per_model(max_entries=64, dtypes=("float64",))
 def hessian_spectrum(net64: nn.Module, image: np.ndarray, label: int, max_dim: int) -> krylov_inspector.Spectrum:
     """Ritz values of the exact input Hessian (float64 copy of the model), cached per input."""
-    return krylov_inspector.hessian_spectrum(net64, image_batch(image, torch.float64), label, max_dim)
+    return krylov_inspector.hessian_spectrum(net64, batch(image, net64, torch.float64), label, max_dim)
 
 
 @per_model(max_entries=64, dtypes=("float32", "float64"))
 def fd_accuracy(net32: nn.Module, net64: nn.Module, image: np.ndarray, label: int) -> pd.DataFrame:
     """Finite-difference vs exact Hessian-vector product error over η (every η at once), cached per input."""
-    return krylov_inspector.fd_accuracy_sweep(net32, net64, image_batch(image), label)
+    return krylov_inspector.fd_accuracy_sweep(net32, net64, batch(image, net32), label)
 
 
 @per_model(max_entries=64)
 def tau_table(net: nn.Module, image: np.ndarray, label: int, eta: float, max_dim: int) -> pd.DataFrame:
     """m(τ) for the finite-difference (step η) and exact products at the image, cached per input."""
     settings = dataclasses.replace(DEFAULT_SETTINGS, eta=eta)
-    return krylov_inspector.tau_to_m_table(net, image_batch(image), label, settings, max_dim=max_dim)
+    return krylov_inspector.tau_to_m_table(net, batch(image, net), label, settings, max_dim=max_dim)
 
 
 # ---------------------------------------------------------------------------------- How SOAE works
@@ -188,7 +218,7 @@ def toy_step(activation: str, point: tuple[float, float], label: int, eps: float
 def loss_landscape(net: nn.Module, image: np.ndarray, label: int, settings: AttackSettings,
                    scale: float) -> how_soae_works.Landscape:
     """:func:`soae_core.analysis.how_soae_works.loss_landscape` with the sidebar's SOAE settings, cached per input."""
-    return how_soae_works.loss_landscape(net, image_batch(image), label, settings.soae_kwargs(), scale)
+    return how_soae_works.loss_landscape(net, batch(image, net), label, settings.soae_kwargs(), scale)
 
 
 # ---------------------------------------------------------------------------------- Perturbation Anatomy
@@ -197,15 +227,15 @@ def anatomy(net: nn.Module, image: np.ndarray, label: int, advs: dict[str, np.nd
             top_channels: int, target: str) -> perturbation_anatomy.Anatomy:
     """:func:`soae_core.analysis.perturbation_anatomy.perturbation_anatomy` of the image and the
     adversarial images (C, H, W) per attack name, cached per input."""
-    return perturbation_anatomy.perturbation_anatomy(net, image_batch(image), label,
-                                                     {name: image_batch(adv) for name, adv in advs.items()},
+    return perturbation_anatomy.perturbation_anatomy(net, batch(image, net), label,
+                                                     {name: batch(adv, net) for name, adv in advs.items()},
                                                      list(map_layers), top_channels, target)
 
 
 @per_model(max_entries=16)
 def spatial_layers(net: nn.Module, input_shape: tuple[int, int, int]) -> list[str]:
     """The model's Conv2d/Linear layers whose outputs are spatial maps, cached per model."""
-    return perturbation_anatomy.spatial_layers(net, torch.full((1, *input_shape), 0.5))
+    return perturbation_anatomy.spatial_layers(net, torch.full((1, *input_shape), 0.5, device=next(net.parameters()).device))
 
 
 # ---------------------------------------------------------------------------------- Compare & Sweeps, Models
@@ -214,7 +244,8 @@ def transfer_examples(net: nn.Module, dataset: str, n: int, attack: str, kwargs:
     """:func:`soae_core.transfer.adversarial_examples` of ``attack`` on this model for the first ``n``
     bundled images of ``dataset`` in the class-balanced order, (n, C, H, W) float32, cached per source model."""
     images, labels = compare_images(dataset, n)
-    return transfer.adversarial_examples(net, images, labels, attack, kwargs).float().numpy()
+    where = next(net.parameters()).device
+    return transfer.adversarial_examples(net, images.to(where), labels.to(where), attack, kwargs).float().cpu().numpy()
 
 
 def compare_images(dataset: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,4 +261,6 @@ def compare_batch(net: nn.Module, dataset: str, job: jobs.Job, start: int, stop:
     order (:func:`soae_core.analysis.jobs.image_order`), cached per unit."""
     sample_set = samples(dataset)
     positions = jobs.image_order(sample_set.labels)[start:stop]
-    return jobs.run_batch(net, job, sample_set.images[positions], sample_set.labels[positions], positions)
+    where = next(net.parameters()).device
+    return jobs.run_batch(net, job, sample_set.images[positions].to(where), sample_set.labels[positions].to(where),
+                          positions)

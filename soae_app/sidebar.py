@@ -16,7 +16,7 @@ import streamlit as st
 from soae_app import cache, uploads
 from soae_app.figures.common import display_image
 from soae_core import __version__
-from soae_core.analysis.common import class_probabilities, image_batch
+from soae_core.analysis.common import class_probabilities
 from soae_core.analysis.settings import (
     ALPHA_FACTOR_CHOICES,
     ALPHA_RAW_CHOICES,
@@ -151,7 +151,7 @@ def _pick_model() -> ModelInfo:
 def _pick_true_label(info: ModelInfo, image: np.ndarray, source_id: str) -> int:
     """For photos and uploads: the true label, the model's prediction by default."""
     net = cache.model(info)
-    predicted = int(np.argmax(class_probabilities(net, image_batch(image))))
+    predicted = int(np.argmax(class_probabilities(net, cache.batch(image, net))))
     return st.selectbox("True label", range(info.num_classes), index=predicted, key=f"label::{source_id}",
                         format_func=lambda i: info.class_names[i],
                         help="The attack pushes the image away from this class. Default: the model's prediction.")
@@ -285,10 +285,17 @@ def render_sidebar() -> Selection:
     """Draw the sidebar (call inside ``with st.sidebar``) and return what it selects."""
     st.header("Model", divider="gray")
     info = _pick_model()
-    st.header("Image", divider="gray")
     image = label = problem = None
+    try:
+        st.caption(f"Computing on **{cache.device_label()}** (`SOAE_DEVICE`: auto, cpu, cuda, cuda:N)")
+    except ValueError as error:  # a bad SOAE_DEVICE: say which values exist, compute nothing
+        st.error(str(error))
+        problem = str(error)
+    st.header("Image", divider="gray")
     source = ""
-    if not info.available:
+    if problem is not None:
+        st.caption("Fix the device first.")
+    elif not info.available:
         problem = f"**{info.name}** is unavailable: {info.reason}. Pick another model in the sidebar."
         st.caption("Pick an available model first.")
     else:

@@ -1,7 +1,8 @@
 """Evaluation CLI: models × attacks × ε on n test images → Markdown, JSON and plotly HTML.
 
-    python -m soae_core.evaluate --models fmnist-cnn-std fmnist-cnn-pgd --eps 8/255 0.1 --n 1000 \
+    python -m soae_core.evaluate --models fmnist-cnn-std fmnist-cnn-pgd --eps 8/255 0.1 --n-images 1000 \
         --studies eta tau iterations --out runs/reproduction
+    torchrun --standalone --nproc-per-node 2 -m soae_core.evaluate ... (the same, as 2 ranks; or --jobs 2)
 
 What it measures is :mod:`soae_core.experiments.evaluation`'s (its docstring follows in ``--help``).
 """
@@ -17,8 +18,21 @@ import torch
 from torch import nn
 
 from soae_core.attacks import ATTACKS
+from soae_core.device import add_device_argument
 from soae_core.experiments import evaluation
-from soae_core.experiments.evaluation import DATA_SOURCES, STUDIES, EvalConfig, make_attack, run_evaluation
+from soae_core.experiments.distributed import (
+    init_distributed,
+    launch_local,
+    launched_by_torchrun,
+    shutdown,
+)
+from soae_core.experiments.evaluation import (
+    DATA_SOURCES,
+    STUDIES,
+    EvalConfig,
+    make_attack,
+    run_evaluation,
+)
 from soae_core.experiments.evaluation_report import write_reports
 from soae_core.validation import check_int
 
@@ -41,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", nargs="+", default=DEFAULTS.models, help="registry model names")
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), help=f"among {', '.join(ATTACKS)}")
     parser.add_argument("--eps", nargs="+", type=parse_fraction, default=DEFAULTS.eps, help="L∞ budgets, e.g. 8/255 0.1")
-    parser.add_argument("--n", type=int, default=DEFAULTS.n, help="number of test images (the first n)")
+    parser.add_argument("--n-images", "--n", dest="n", type=int, default=DEFAULTS.n,
+                        help="number of test images (the first n); under torchrun write --n-images, since "
+                             "torchrun reads --n as an abbreviation of its own options")
     parser.add_argument("--data", choices=DATA_SOURCES, default=DEFAULTS.data, help="test split or bundled samples")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--weights", nargs="*", default=[], metavar="NAME=PATH", help="override a model's weights")
@@ -64,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("runs/evaluation"), help="output folder")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 is faster on a crowded machine)")
-    parser.add_argument("--jobs", type=int, default=DEFAULTS.jobs,
-                        help="worker processes running cells side by side (2 uses both cores here)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="ranks on this machine: --jobs N runs this same command as N torchrun ranks "
+                             "(torchrun --standalone --nproc-per-node N -m soae_core.evaluate ...)")
+    add_device_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -85,24 +103,52 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                       batch_size=args.batch_size, weights=weights, soae=soae, asod_sigma=args.asod_sigma,
                       studies=args.studies, study_n=args.study_n, study_models=args.study_models,
                       etas=args.etas, taus=args.taus, study_max_krylov=args.study_max_krylov,
-                      iteration_steps=args.iteration_steps, seed=args.seed, jobs=args.jobs)
+                      iteration_steps=args.iteration_steps, seed=args.seed, device=args.device)
+
+
+def rank_arguments(argv: list[str]) -> list[str]:
+    """``argv`` for the ranks of ``--jobs N``: without ``--jobs``, with ``--n`` spelt ``--n-images``."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--jobs":
+            skip = True
+        elif not item.startswith("--jobs="):
+            out.append("--n-images" + item[3:] if item == "--n" or item.startswith("--n=") else item)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse, run, write report.md, results.json and figures.html into --out."""
+    """Entry point: parse, run (one process, or this rank of a torchrun job), and on rank 0 write
+    report.md, results.json and figures.html into --out. ``--jobs N`` relaunches the command as N ranks."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args).validate()
+        jobs = check_int("jobs", args.jobs)
+        if jobs > 1 and launched_by_torchrun():
+            raise ValueError("--jobs cannot be combined with torchrun: torchrun's --nproc-per-node sets the ranks")
         if args.threads is not None:
             torch.set_num_threads(check_int("threads", args.threads))
         # Bad SOAE settings should fail now, not after an hour of baselines: build one on a stand-in.
         make_attack("SOAE", nn.Linear(1, 1), 0.1, config)
-        results = run_evaluation(config, quiet=args.quiet)
+        if jobs > 1:
+            return launch_local("soae_core.evaluate", rank_arguments(argv), jobs)
+        ctx = init_distributed(config.device)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    paths = write_reports(results, args.out)
-    print("\n".join(str(p) for p in paths))
+    try:
+        results = run_evaluation(config, quiet=args.quiet, ctx=ctx)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown(ctx)
+    if results is not None:  # rank 0 writes; the other ranks are done
+        paths = write_reports(results, args.out)
+        print("\n".join(str(p) for p in paths))
     return 0
 
 

@@ -77,6 +77,8 @@ def test_cli_studies(untrained_weights: Path, tmp_path: Path) -> None:
     (["--attacks", "CW"], "attack"), (["--eps", "-0.1"], "eps"), (["--soae-tau", "2"], "tau"),
     (["--weights", "no-equals-sign"], "NAME=PATH"), (["--n", "20000"], "n must be at most"),
     (["--jobs", "0"], "jobs must be an integer >= 1"),
+    (["--device", "tpu"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    (["--device", "cuda:7"], "'cuda:7' is not available"),
 ])
 def test_cli_bad_arguments_exit_2_with_message(untrained_weights: Path, tmp_path: Path, capsys, args, message) -> None:
     base = ["--models", "fmnist-cnn-std", "--weights", f"fmnist-cnn-std={untrained_weights}", "--quiet",
@@ -119,17 +121,25 @@ def test_accuracy_at_budget_and_json_helpers() -> None:
         parse_fraction("eight")
 
 
-def test_two_workers_give_the_same_numbers_as_one(untrained_weights: Path, tmp_path: Path) -> None:
+def test_two_ranks_give_the_same_numbers_as_one(untrained_weights: Path, tmp_path: Path) -> None:
+    # 6 images in blocks of 2: every cell is cut into 3 units, spread over the ranks.
     args = ("--attacks", "FGSM", "PGD", "ASOD", "SOAE", "--eps", "8/255", "0.1", "--soae-max-krylov", "2",
             "--studies", "tau", "iterations", "--taus", "0.1", "0.001", "--study-max-krylov", "2",
-            "--iteration-steps", "2")
+            "--iteration-steps", "2", "--n-images", "6", "--study-n", "4", "--device", "cpu")
     serial = run_cli(untrained_weights, tmp_path / "serial", *args)
+    # --jobs 2 is torchrun with 2 ranks on this machine (gloo): the same code path as torchrun itself
     parallel = run_cli(untrained_weights, tmp_path / "parallel", *args, "--jobs", "2")
-    assert parallel["meta"]["jobs"] == 2 and serial["meta"]["jobs"] == 1
+    assert parallel["meta"]["ranks"] == 2 and serial["meta"]["ranks"] == 1
+    assert [r["rank"] for r in parallel["meta"]["per_rank"]] == [0, 1]
+    assert all(r["device"] == "cpu" and r["machine"] and r["grid_units"] >= 1 and r["grid_busy_s"] > 0
+               for r in parallel["meta"]["per_rank"])  # both ranks worked, each recorded its machine and time
+    assert sum(r["grid_units"] for r in parallel["meta"]["per_rank"]) == 4 * 2 * 3
     assert parallel["meta"]["grid_duration_s"] <= parallel["meta"]["duration_s"]
+    assert parallel["meta"]["command"].startswith("torchrun --nproc-per-node 2 -m soae_core.evaluate")
     drop = ("wall_time_s",)
     def strip(rows: list[dict]) -> list[dict]:
         return [{k: v for k, v in row.items() if k not in drop} for row in rows]
     assert strip(parallel["attacks"]) == strip(serial["attacks"])  # same order, same numbers
+    assert parallel["models"] == serial["models"]
     for study in ("tau", "iterations"):
         assert strip(parallel["studies"][study]) == strip(serial["studies"][study])

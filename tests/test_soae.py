@@ -285,3 +285,16 @@ def test_bad_inputs_raise_value_error(images_8x8: torch.Tensor) -> None:
         attack(images_8x8, torch.full((6,), -1))
     with pytest.raises(ValueError, match="dtype"):
         attack(images_8x8.float(), y)
+
+
+def test_start_noise_given_by_the_caller_equals_the_seeded_start(images_8x8: torch.Tensor) -> None:
+    model = tiny_cnn()
+    y = _labels(model, images_8x8)
+    seeded = SOAE(model, eps=0.1, random_start=True, seed=7)(images_8x8, y)
+    noise = torch.rand(images_8x8.shape, generator=torch.Generator().manual_seed(7), dtype=images_8x8.dtype)
+    given = SOAE(model, eps=0.1, random_start=True, start_noise=noise)(images_8x8, y)
+    assert torch.equal(seeded.adv, given.adv)
+    with pytest.raises(ValueError, match=r"start_noise has shape \(3, 1, 8, 8\).*\(6, 1, 8, 8\)"):
+        SOAE(model, eps=0.1, random_start=True, start_noise=noise[:3])(images_8x8, y)
+    with pytest.raises(ValueError, match="start_noise must be a floating-point tensor"):
+        SOAE(model, eps=0.1, random_start=True, start_noise=[0.5])

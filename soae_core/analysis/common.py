@@ -10,9 +10,10 @@ from torch import nn
 from soae_core.validation import check_images, check_int
 
 
-def image_batch(image: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """One image (C, H, W) in [0, 1] as a batch (1, C, H, W) of ``dtype`` (copied only when needed)."""
-    return torch.from_numpy(np.ascontiguousarray(image)).to(dtype).unsqueeze(0)
+def image_batch(image: np.ndarray, dtype: torch.dtype = torch.float32,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """One image (C, H, W) in [0, 1] as a batch (1, C, H, W) of ``dtype`` on ``device`` (copied only when needed)."""
+    return torch.from_numpy(np.ascontiguousarray(image)).to(device=device, dtype=dtype).unsqueeze(0)
 
 
 def check_single_image(model: nn.Module, image: torch.Tensor, label: int) -> torch.Tensor:

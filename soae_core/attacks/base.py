@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from soae_core.defaults import PAPER_EPS
+from soae_core.device import synchronize
 from soae_core.validation import check_images, check_labels, check_positive
 
 
@@ -102,5 +103,6 @@ class Attack:
             if was_training:
                 self.model.train()
         adv = project_linf(adv.detach(), x.detach(), self.eps)
+        synchronize(adv.device)  # CUDA runs asynchronously: the time is the work's, not its launch's
         return AttackResult(adv=adv, grad_evals=int(grad_evals), wall_time_s=time.perf_counter() - start,
                             name=self.name, trace=trace)

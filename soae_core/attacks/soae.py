@@ -154,6 +154,9 @@ class SOAE(Attack):
         step_rule: "sign" (default), "linf" or "raw" — see the module docstring.
         random_start: start from a uniform random point of the ε-ball.
         seed: seed of the random start (None: torch's global generator).
+        start_noise: uniform noise in [0, 1) of the input's shape for the random start, drawn by
+            the caller instead of by the attack (distributed training draws a global batch's
+            noise once and hands each rank its rows, so K ranks start where one process would).
         targeted: if True, ``y`` holds target classes and the attack lowers their loss: δ̃ is
             computed for the loss of the target class and the step goes along −δ̃.
         reorthogonalize: second Gram–Schmidt pass in GMRES.
@@ -174,7 +177,7 @@ class SOAE(Attack):
                  max_krylov: int = DEFAULT_MAX_KRYLOV, step_rule: str = "sign", random_start: bool = False,
                  seed: int | None = None, targeted: bool = False, reorthogonalize: bool = False,
                  true_residual: bool = False, keep_images: bool = True,
-                 loss_fn: LossFn = cross_entropy_loss) -> None:
+                 loss_fn: LossFn = cross_entropy_loss, start_noise: torch.Tensor | None = None) -> None:
         super().__init__(model, eps, bool(targeted))
         self.eta = check_positive("eta", eta)
         self.tau = check_open_interval("tau", tau, 0.0, 1.0)
@@ -189,6 +192,9 @@ class SOAE(Attack):
             seed = check_int("seed", seed, minimum=0)
         self.seed = seed
         self.random_start = bool(random_start)
+        if start_noise is not None and not (isinstance(start_noise, torch.Tensor) and start_noise.is_floating_point()):
+            raise ValueError(f"start_noise must be a floating-point tensor of uniform [0, 1) noise, got {start_noise!r}")
+        self.start_noise = start_noise
         self.reorthogonalize = bool(reorthogonalize)
         self.true_residual = bool(true_residual)
         self.keep_images = bool(keep_images)
@@ -238,10 +244,16 @@ class SOAE(Attack):
                           initially_misclassified=misclassified)
         x_n = x.clone()
         if self.random_start and self.eps > 0:
-            generator = None
-            if self.seed is not None:
-                generator = torch.Generator(device=x.device).manual_seed(self.seed)
-            noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            if self.start_noise is not None:
+                if self.start_noise.shape != x.shape:
+                    raise ValueError(f"start_noise has shape {tuple(self.start_noise.shape)}, "
+                                     f"the images {tuple(x.shape)}; they must match")
+                noise = self.start_noise.to(device=x.device, dtype=x.dtype)
+            else:
+                generator = None
+                if self.seed is not None:
+                    generator = torch.Generator(device=x.device).manual_seed(self.seed)
+                noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             x_n = project_linf(x + (2 * noise - 1) * self.eps, x, self.eps)
 
         for _ in range(self.steps):

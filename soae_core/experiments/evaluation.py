@@ -15,10 +15,8 @@ finite-difference step η (Figure 1); ``tau`` — accuracy, time and Krylov dime
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -26,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from soae_core import __version__, attacks, data, metrics
 from soae_core.attacks import ATTACKS, Attack, AttackResult, budget_points
@@ -34,6 +31,13 @@ from soae_core.attacks.asod import sigma_for
 from soae_core.attacks.counting import BudgetTrace
 from soae_core.attacks.soae import SOAETrace
 from soae_core.defaults import PAPER_EPS, STUDY_ETAS, STUDY_TAUS
+from soae_core.device import resolve_device, to_cpu
+from soae_core.experiments.distributed import (
+    DistContext,
+    gather,
+    index_blocks,
+    run_units,
+)
 from soae_core.experiments.machine import describe_machine
 from soae_core.models import get_model_info, load_model
 from soae_core.validation import check_choice, check_int, check_positive
@@ -51,7 +55,9 @@ class EvalConfig:
     eps: L∞ budgets in [0, 1] pixel units. n: test images (the first n of the split).
     soae: keyword arguments for :class:`SOAE` (paper defaults when empty).
     weights: model name → weights file overriding the bundled checkpoint.
-    jobs: worker processes running cells side by side (1: everything in this process).
+    device: where models, images and attacks run (:mod:`soae_core.device`; under torchrun each rank
+        resolves it for itself, ``auto`` giving ``cuda:LOCAL_RANK``). The numbers do not depend on it
+        beyond floating-point rounding, nor on the number of ranks at all.
     """
 
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
@@ -71,7 +77,7 @@ class EvalConfig:
     study_max_krylov: int = 100
     iteration_steps: int = 20
     seed: int = 0
-    jobs: int = 1
+    device: str = "auto"
 
     def validate(self) -> "EvalConfig":
         """Check every field; raises ValueError naming the bad one."""
@@ -95,7 +101,7 @@ class EvalConfig:
         check_int("study_max_krylov", self.study_max_krylov)
         check_int("iteration_steps", self.iteration_steps)
         check_int("seed", self.seed, minimum=0)
-        check_int("jobs", self.jobs)
+        resolve_device(self.device)
         return self
 
 
@@ -115,12 +121,12 @@ def load_eval_images(dataset: str, source: str, n: int) -> tuple[torch.Tensor, t
     return sample_set.images[:n], sample_set.labels[:n]
 
 
-def load_models(config: EvalConfig) -> tuple[dict[str, nn.Module], str]:
-    """Load every model of the config; all must share one dataset, which is returned."""
+def load_models(config: EvalConfig, device: torch.device | str = "cpu") -> tuple[dict[str, nn.Module], str]:
+    """Load every model of the config onto ``device``; all must share one dataset, which is returned."""
     datasets = {name: get_model_info(name).dataset for name in config.models}
     if len(set(datasets.values())) != 1:
         raise ValueError(f"models must share one dataset, got {datasets}")
-    models = {name: load_model(name, weights_path=config.weights.get(name)) for name in config.models}
+    models = {name: load_model(name, weights_path=config.weights.get(name), device=device) for name in config.models}
     return models, next(iter(datasets.values()))
 
 
@@ -133,19 +139,23 @@ def make_attack(name: str, model: nn.Module, eps: float, config: EvalConfig, **o
 
 # ---------------------------------------------------------------------------------- running
 @dataclass
-class BatchedRun:
-    """One attack over all images, in batches.
+class BlockRun:
+    """One attack on one block of images (a unit of work; the same whichever rank runs it).
 
-    adv: (N, C, H, W). points: (gradient evaluations per image, predictions (N,)) after each
-    recorded step, the budget curve. traces: each batch's trace.
+    points: (gradient evaluations per image, predictions (b,)) after each recorded step.
+    forward_passes: per image. wall_time_s: the attack's seconds. krylov: per SOAE iteration,
+    (Krylov dimension m per image (b,), stop reasons), None for other attacks. metrics: per-image
+    values of the image-quality and location metrics (NaN where not computed) with the masks
+    ``perturbed`` (δ ≠ 0) and ``fooled`` (correct on x, wrong after the attack); grid cells only.
     """
 
-    adv: torch.Tensor
-    grad_evals: float
+    points: list[tuple[float, torch.Tensor]]
     forward_passes: float
     wall_time_s: float
-    points: list[tuple[float, torch.Tensor]]
-    traces: list[Any]
+    krylov: list[tuple[torch.Tensor, list[str]]] | None
+    metrics: dict[str, np.ndarray] | None = None
+    perturbed: torch.Tensor | None = None
+    fooled: torch.Tensor | None = None
 
 
 def forward_passes(result: AttackResult, batch_size: int) -> float:
@@ -155,81 +165,133 @@ def forward_passes(result: AttackResult, batch_size: int) -> float:
     return float(result.grad_evals)
 
 
-def run_batched(attack: Attack, x: torch.Tensor, y: torch.Tensor, batch_size: int, desc: str,
-                quiet: bool = False) -> BatchedRun:
-    """Run ``attack`` on (x, y) in batches, gathering images, costs and budget curves."""
-    advs, traces, batch_points = [], [], []
-    grad_total = forward_total = wall = 0.0
-    starts = range(0, x.shape[0], batch_size)
-    for start in tqdm(starts, desc=desc, leave=False, disable=quiet, file=sys.stderr):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        result = attack(xb, yb)
-        points = budget_points(result)
-        advs.append(result.adv)
-        traces.append(result.trace)
-        batch_points.append(points)
-        grad_total += points[-1][0] * xb.shape[0]
-        forward_total += forward_passes(result, xb.shape[0]) * xb.shape[0]
-        wall += result.wall_time_s
-    n = x.shape[0]
-    points = [(sum(bp[k][0] * bp[k][1].shape[0] for bp in batch_points) / n,
-               torch.cat([bp[k][1] for bp in batch_points])) for k in range(len(batch_points[0]))]
-    return BatchedRun(torch.cat(advs), grad_total / n, forward_total / n, wall, points, traces)
-
-
 def _mean(values: np.ndarray) -> float | None:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else None
 
 
-def metric_means(model: nn.Module, clean: torch.Tensor, changed: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    """Means over the images of the image-quality and location metrics of ``changed`` against ``clean``."""
+_FEATURE_PREFIX = "feature_distortion/"
+
+
+def metric_values(model: nn.Module, clean: torch.Tensor, changed: torch.Tensor,
+                  labels: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-image (N,) values of the image-quality and location metrics of ``changed`` against ``clean``."""
     norms = metrics.perturbation_norms(clean, changed)
     saliency_clean = metrics.attribution(model, clean, labels, "saliency")
     saliency_adv = metrics.attribution(model, changed, labels, "saliency")
-    return {
-        "psnr_db": _mean(metrics.psnr(clean, changed)),
-        "psnr_paper_db": _mean(metrics.psnr_paper_convention(clean, changed)),
-        "ssim": _mean(metrics.ssim(clean, changed)),
-        "l2": _mean(norms["l2"]),
-        "linf": _mean(norms["linf"]),
-        "l0_share": _mean(norms["l0"] / clean[0].numel()),
-        "edge_alignment": _mean(metrics.edge_alignment(clean, changed)),
-        "high_frequency_share": _mean(metrics.high_frequency_share(clean, changed)),
-        "feature_distortion": {layer: _mean(values) for layer, values in
-                               metrics.feature_distortion(model, clean, changed).items()},
-        "saliency_similarity": _mean(metrics.attribution_similarity(saliency_clean, saliency_adv)),
+    values = {
+        "psnr_db": metrics.psnr(clean, changed),
+        "psnr_paper_db": metrics.psnr_paper_convention(clean, changed),
+        "ssim": metrics.ssim(clean, changed),
+        "l2": norms["l2"],
+        "linf": norms["linf"],
+        "l0_share": norms["l0"] / clean[0].numel(),
+        "edge_alignment": metrics.edge_alignment(clean, changed),
+        "high_frequency_share": metrics.high_frequency_share(clean, changed),
+        "saliency_similarity": metrics.attribution_similarity(saliency_clean, saliency_adv),
     }
+    for layer, distortion in metrics.feature_distortion(model, clean, changed).items():
+        values[_FEATURE_PREFIX + layer] = distortion
+    return values
 
 
-def perturbation_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor,
-                         adv_predictions: torch.Tensor, batch_size: int = 1000) -> dict[str, Any]:
-    """Means of the image-quality and location metrics over the perturbed images (δ ≠ 0), and the same
-    under ``successful`` over the successful adversarial examples only (correct on x, wrong on adv) —
-    so that attacks which fool few images are not compared on their failures. ``adv_predictions``
-    (N,) are the model's classes for ``adv`` (the attack's last budget point)."""
-    perturbed = (adv != x).flatten(1).any(dim=1)
-    summary: dict[str, Any] = {"perturbed_images": int(perturbed.sum())}
-    if bool(perturbed.any()):
-        summary |= metric_means(model, x[perturbed], adv[perturbed], y[perturbed])
-    fooled = (metrics.predictions(model, x, batch_size) == y) & (adv_predictions != y)
-    summary["successful"] = {"images": int(fooled.sum())}
-    if bool(fooled.any()):
-        summary["successful"] |= metric_means(model, x[fooled], adv[fooled], y[fooled])
-    return summary
+def summarise_metrics(values: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
+    """Means over the images selected by ``mask`` of :func:`metric_values` (the report's layout)."""
+    summary: dict[str, Any] = {}
+    features: dict[str, float | None] = {}
+    for key, array in values.items():
+        if key.startswith(_FEATURE_PREFIX):
+            features[key[len(_FEATURE_PREFIX):]] = _mean(array[mask])
+        else:
+            summary[key] = _mean(array[mask])
+    order = ["psnr_db", "psnr_paper_db", "ssim", "l2", "linf", "l0_share", "edge_alignment",
+             "high_frequency_share"]
+    return {**{k: summary[k] for k in order}, "feature_distortion": features,
+            "saliency_similarity": summary["saliency_similarity"]}
 
 
-def krylov_summary(traces: list[Any]) -> dict[str, float] | None:
+def metric_means(model: nn.Module, clean: torch.Tensor, changed: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Means over the images of the image-quality and location metrics of ``changed`` against ``clean``."""
+    return summarise_metrics(metric_values(model, clean, changed, labels), np.ones(clean.shape[0], dtype=bool))
+
+
+def run_block(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, with_metrics: bool) -> BlockRun:
+    """``attack`` on one block (x, y) on the model's device; results leave on the CPU (see run_units)."""
+    result = attack(x, y)
+    points = budget_points(result)
+    krylov = None
+    if isinstance(result.trace, SOAETrace):
+        krylov = [(it.krylov.iterations, list(it.krylov.stop_reason)) for it in result.trace.iterations]
+    block = BlockRun(points=points, forward_passes=forward_passes(result, x.shape[0]),
+                     wall_time_s=result.wall_time_s, krylov=krylov)
+    if with_metrics:
+        adv_predictions = points[-1][1]
+        block.perturbed = (result.adv != x).flatten(1).any(dim=1)
+        block.fooled = (metrics.predictions(model, x, x.shape[0]) == y) & (adv_predictions != y)
+        chosen = block.perturbed | block.fooled
+        values: dict[str, np.ndarray] = {}
+        if bool(chosen.any()):
+            part = metric_values(model, x[chosen], result.adv[chosen], y[chosen])
+            where = to_cpu(chosen).numpy()
+            for key, array in part.items():
+                full = np.full(x.shape[0], np.nan)
+                full[where] = array
+                values[key] = full
+        block.metrics = values
+    return block
+
+
+def krylov_summary(blocks: list[BlockRun]) -> dict[str, float] | None:
     """Krylov dimension m over all SOAE iterations and samples: mean, median, max, share capped."""
-    soae_traces = [t for t in traces if isinstance(t, SOAETrace)]
-    if not soae_traces:
+    records = [record for block in blocks if block.krylov for record in block.krylov]
+    if not records:
         return None
-    dims = torch.cat([it.krylov.iterations for t in soae_traces for it in t.iterations]).double()
-    reasons = [r for t in soae_traces for it in t.iterations for r in it.krylov.stop_reason]
+    dims = torch.cat([dims for dims, _ in records]).double()
+    reasons = [r for _, stop in records for r in stop]
     return {"m_mean": float(dims.mean()), "m_median": float(dims.median()), "m_max": float(dims.max()),
             "max_iter_share": reasons.count("max_iter") / len(reasons),
             "converged_share": reasons.count("converged") / len(reasons),
             "breakdown_share": reasons.count("breakdown") / len(reasons)}
+
+
+@dataclass
+class CellRun:
+    """The blocks of one cell put together: budget curve over all images, cost per image, wall time."""
+
+    points: list[tuple[float, torch.Tensor]]
+    grad_evals: float
+    forward_passes: float
+    wall_time_s: float
+    blocks: list[BlockRun]
+
+
+def combine_blocks(blocks: list[BlockRun]) -> CellRun:
+    """The blocks of a cell, in image order, as one run over all its images."""
+    sizes = [block.points[0][1].shape[0] for block in blocks]
+    n = sum(sizes)
+    points = [(sum(block.points[k][0] * size for block, size in zip(blocks, sizes)) / n,
+               torch.cat([block.points[k][1] for block in blocks])) for k in range(len(blocks[0].points))]
+    return CellRun(points=points, grad_evals=sum(b.points[-1][0] * s for b, s in zip(blocks, sizes)) / n,
+                   forward_passes=sum(b.forward_passes * s for b, s in zip(blocks, sizes)) / n,
+                   wall_time_s=sum(block.wall_time_s for block in blocks), blocks=blocks)
+
+
+def perturbation_summary(blocks: list[BlockRun]) -> dict[str, Any]:
+    """Means of the metrics over the perturbed images (δ ≠ 0), and the same under ``successful`` over the
+    successful adversarial examples only (correct on x, wrong on adv) — so that attacks which fool few
+    images are not compared on their failures."""
+    perturbed = torch.cat([block.perturbed for block in blocks]).numpy()
+    fooled = torch.cat([block.fooled for block in blocks]).numpy()
+    keys = next((list(block.metrics) for block in blocks if block.metrics), [])
+    values = {key: np.concatenate([block.metrics[key] if block.metrics else np.full(block.perturbed.shape[0], np.nan)
+                                   for block in blocks]) for key in keys}
+    summary: dict[str, Any] = {"perturbed_images": int(perturbed.sum())}
+    if perturbed.any():
+        summary |= summarise_metrics(values, perturbed)
+    summary["successful"] = {"images": int(fooled.sum())}
+    if fooled.any():
+        summary["successful"] |= summarise_metrics(values, fooled)
+    return summary
 
 
 def accuracy(predictions: torch.Tensor, y: torch.Tensor) -> float:
@@ -237,61 +299,59 @@ def accuracy(predictions: torch.Tensor, y: torch.Tensor) -> float:
     return float((predictions == y).double().mean())
 
 
-# A cell is one unit of work: ("grid", model, ε, attack) or (study, model, value) with study in STUDIES.
+# A cell is one unit of the plan: ("grid", model, ε, attack) or (study, model, value) with study in STUDIES.
 Cell = tuple[Any, ...]
 # Rough cost order of the grid's attacks (AutoAttack's Square spends up to 5,000 queries per robust image):
-# with several workers the costly cells start first, so no worker is left with a long cell at the end.
+# costly units are handed out first, so no rank is left with a long unit at the end.
 _ATTACK_COST_ORDER = {"AutoAttack": 0, "ASOD": 1, "SOAE": 2, "PGD": 3, "FGSM": 4}
 
 
-def grid_record(config: EvalConfig, model: nn.Module, model_name: str, eps: float, attack_name: str,
-                x: torch.Tensor, y: torch.Tensor, quiet: bool = False) -> dict[str, Any]:
-    """One (model, ε, attack) cell of the main grid on (x, y): accuracy, cost, budget curve, metrics."""
-    run = run_batched(make_attack(attack_name, model, eps, config), x, y, config.batch_size,
-                      desc=f"{model_name} ε={eps:.4g} {attack_name}", quiet=quiet)
+def cell_attack(config: EvalConfig, model: nn.Module, cell: Cell) -> Attack:
+    """The attack a cell runs, with the run's settings (studies at the first ε)."""
+    if cell[0] == "grid":
+        return make_attack(cell[3], model, cell[2], config)
+    study, _, value = cell
+    eps = config.eps[0]
+    if study == "eta":
+        return make_attack("SOAE", model, eps, config, eta=value, hvp="finite_difference")
+    if study == "tau":
+        return make_attack("SOAE", model, eps, config, tau=value, max_krylov=config.study_max_krylov)
+    return make_attack(value, model, eps, config, steps=config.iteration_steps)
+
+
+def cell_images(config: EvalConfig, cell: Cell, n: int) -> int:
+    """How many of the first images a cell attacks: all n for the grid, ``study_n`` for a study."""
+    return n if cell[0] == "grid" else min(config.study_n, n)
+
+
+def grid_record(config: EvalConfig, cell: Cell, run: CellRun, y: torch.Tensor) -> dict[str, Any]:
+    """One (model, ε, attack) cell of the main grid: accuracy, cost, budget curve, metrics."""
+    _, model_name, eps, attack_name = cell
     return {
-        "model": model_name, "eps": eps, "attack": attack_name, "n": int(x.shape[0]),
+        "model": model_name, "eps": eps, "attack": attack_name, "n": int(y.shape[0]),
         "robust_accuracy": accuracy(run.points[-1][1], y),
         "grad_evals_per_image": run.grad_evals, "forward_passes_per_image": run.forward_passes,
         "wall_time_s": run.wall_time_s,
         "budget_curve": [{"grad_evals": g, "accuracy": accuracy(p, y)} for g, p in run.points],
-        "krylov": krylov_summary(run.traces),
-        **perturbation_summary(model, x, y, run.adv, run.points[-1][1], config.batch_size),
+        "krylov": krylov_summary(run.blocks),
+        **perturbation_summary(run.blocks),
     }
 
 
-def study_rows(config: EvalConfig, model: nn.Module, model_name: str, study: str, value: Any,
-               x: torch.Tensor, y: torch.Tensor, quiet: bool = False) -> list[dict[str, Any]]:
-    """One point of a study at the first ε on (x, y): η or τ value, or the attack of the iteration study."""
+def study_rows(config: EvalConfig, cell: Cell, run: CellRun, y: torch.Tensor) -> list[dict[str, Any]]:
+    """One point of a study at the first ε: η or τ value, or the attack of the iteration study."""
+    study, model_name, value = cell
     eps = config.eps[0]
-    desc = f"{study} {model_name} {value}"
     if study == "eta":
-        run = run_batched(make_attack("SOAE", model, eps, config, eta=value, hvp="finite_difference"),
-                          x, y, config.batch_size, desc, quiet)
         return [{"model": model_name, "eps": eps, "eta": value, "accuracy": accuracy(run.points[-1][1], y),
                  "grad_evals_per_image": run.grad_evals, "wall_time_s": run.wall_time_s}]
     if study == "tau":
-        run = run_batched(make_attack("SOAE", model, eps, config, tau=value, max_krylov=config.study_max_krylov),
-                          x, y, config.batch_size, desc, quiet)
         return [{"model": model_name, "eps": eps, "tau": value, "max_krylov": config.study_max_krylov,
                  "accuracy": accuracy(run.points[-1][1], y),
                  "grad_evals_per_image": run.grad_evals, "wall_time_s": run.wall_time_s,
-                 **(krylov_summary(run.traces) or {})}]
-    run = run_batched(make_attack(value, model, eps, config, steps=config.iteration_steps),
-                      x, y, config.batch_size, desc, quiet)
+                 **(krylov_summary(run.blocks) or {})}]
     return [{"model": model_name, "eps": eps, "attack": value, "iteration": k + 1,
              "grad_evals": g, "accuracy": accuracy(p, y)} for k, (g, p) in enumerate(run.points)]
-
-
-def run_cell(config: EvalConfig, models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, cell: Cell,
-             quiet: bool = False) -> Any:
-    """A grid record (on all of x) or a list of study rows (on the first ``study_n`` images) for ``cell``."""
-    if cell[0] == "grid":
-        _, model_name, eps, attack_name = cell
-        return grid_record(config, models[model_name], model_name, eps, attack_name, x, y, quiet)
-    study, model_name, value = cell
-    n_study = min(config.study_n, x.shape[0])
-    return study_rows(config, models[model_name], model_name, study, value, x[:n_study], y[:n_study], quiet)
 
 
 def plan_cells(config: EvalConfig) -> list[Cell]:
@@ -307,75 +367,98 @@ def plan_cells(config: EvalConfig) -> list[Cell]:
     return cells
 
 
-_WORKER_STATE: dict[str, Any] = {}
-
-
-def _start_worker(config: EvalConfig, x: torch.Tensor, y: torch.Tensor, threads: int) -> None:
-    torch.set_num_threads(threads)
-    _WORKER_STATE.update(config=config, models=load_models(config)[0], x=x, y=y)
-
-
-def _worker_cell(cell: Cell) -> Any:
-    state = _WORKER_STATE
-    return run_cell(state["config"], state["models"], state["x"], state["y"], cell, quiet=True)
+Unit = tuple[int, range]  # (cell index, block of image indices)
 
 
 def run_cells(config: EvalConfig, models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
-              cells: list[Cell], quiet: bool = False) -> tuple[list[Any], float]:
-    """Results of ``cells`` in their order, and the seconds until the last grid cell finished.
+              cells: list[Cell], ctx: DistContext, progress: str | None = None) -> tuple[list[Any], dict[str, Any]] | None:
+    """Results of ``cells`` in their order (rank 0; None on the other ranks) and the ranks' record.
 
-    With ``config.jobs`` > 1 the cells run in that many worker processes (each with this
-    process's torch thread count, each loading the models once); costly grid cells start first.
-    Every attack seeds itself, so the numbers do not depend on the order or the worker count.
+    Every cell's images are cut into blocks of ``config.batch_size`` (the first block holds images
+    0 … batch_size−1, whatever the number of ranks); each block of each cell is one unit, run by
+    whichever rank takes it. Every attack seeds itself per block, so the numbers depend on the
+    seed and the batch size, never on the number of ranks or which rank ran what.
     """
-    started = time.perf_counter()
-    results: list[Any] = [None] * len(cells)
-    grid_done = 0.0
-    if config.jobs == 1:
-        for index, cell in enumerate(tqdm(cells, desc="cells", disable=quiet, file=sys.stderr)):
-            results[index] = run_cell(config, models, x, y, cell, quiet)
-            if cell[0] == "grid":
-                grid_done = time.perf_counter() - started
-        return results, grid_done
-    order = sorted(range(len(cells)), key=lambda i: (cells[i][0] != "grid",
-                                                     _ATTACK_COST_ORDER.get(cells[i][-1], 9), i))
-    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
-    with ProcessPoolExecutor(config.jobs, mp_context=context, initializer=_start_worker,
-                             initargs=(config, x, y, torch.get_num_threads())) as pool:
-        futures = {pool.submit(_worker_cell, cells[i]): i for i in order}
-        for future in tqdm(as_completed(futures), total=len(futures), desc=f"cells ({config.jobs} workers)",
-                           disable=quiet, file=sys.stderr):
-            index = futures[future]
-            results[index] = future.result()
-            if cells[index][0] == "grid":
-                grid_done = time.perf_counter() - started
-    return results, grid_done
+    units: list[Unit] = [(i, block) for i, cell in enumerate(cells)
+                         for block in index_blocks(cell_images(config, cell, x.shape[0]), config.batch_size)]
+    order = sorted(range(len(units)), key=lambda u: (_ATTACK_COST_ORDER.get(cells[units[u][0]][-1], 9), u))
+
+    def work(unit: Unit) -> BlockRun:
+        cell = cells[unit[0]]
+        model = models[cell[1]]
+        index = slice(unit[1].start, unit[1].stop)
+        return run_block(cell_attack(config, model, cell), model, x[index], y[index], cell[0] == "grid")
+
+    run = run_units(units, work, ctx, order=order, progress=progress)
+    if run is None:
+        return None
+    labels = to_cpu(y)
+    results = []
+    for i, cell in enumerate(cells):
+        blocks = [block for (c, _), block in zip(units, run.results) if c == i]
+        cell_run = combine_blocks(blocks)
+        n_cell = cell_images(config, cell, x.shape[0])
+        if cell[0] == "grid":
+            results.append(grid_record(config, cell, cell_run, labels[:n_cell]))
+        else:
+            results.append(study_rows(config, cell, cell_run, labels[:n_cell]))
+    return results, {"busy_s": run.busy_s, "wall_s": run.wall_s,
+                     "units": [run.ranks.count(r) for r in range(ctx.world_size)]}
 
 
-def run_evaluation(config: EvalConfig, quiet: bool = False) -> dict[str, Any]:
-    """Run the grid and the studies; returns the JSON-ready results (see :mod:`soae_core.experiments.evaluation_report`)."""
+def run_evaluation(config: EvalConfig, quiet: bool = False, ctx: DistContext | None = None) -> dict[str, Any] | None:
+    """Run the grid and the studies; returns the JSON-ready results on rank 0 (None on other ranks).
+
+    ctx: the torchrun context (:func:`soae_core.distributed.init_distributed`); default: this
+    process alone on ``config.device``.
+    """
     config.validate()
+    ctx = ctx or DistContext(device=resolve_device(config.device))
     started = time.perf_counter()
     started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
     machine_at_start = describe_machine()
-    models, dataset = load_models(config)
+    models, dataset = load_models(config, ctx.device)
     x, y = load_eval_images(dataset, config.data, config.n)
-    clean = {name: accuracy(metrics.predictions(model, x, config.batch_size), y) for name, model in models.items()}
+    x, y = x.to(ctx.device), y.to(ctx.device)
     cells = plan_cells(config)
-    outcomes, grid_seconds = run_cells(config, models, x, y, cells, quiet)
-    records = [outcome for cell, outcome in zip(cells, outcomes) if cell[0] == "grid"]
+    grid_cells = [cell for cell in cells if cell[0] == "grid"]
+    study_cells = [cell for cell in cells if cell[0] != "grid"]
+    grid = run_cells(config, models, x, y, grid_cells, ctx, None if quiet else "grid (cell × image block)")
+    grid_seconds = time.perf_counter() - started
+    studies_run = (run_cells(config, models, x, y, study_cells, ctx, None if quiet else "studies")
+                   if study_cells else ([], None))
+    ranks = gather({"rank": ctx.rank, "device": str(ctx.device), "machine": machine_at_start,
+                    "machine_at_end": describe_machine()}, ctx)
+    if not ctx.is_main:
+        return None
+    clean = {name: accuracy(to_cpu(metrics.predictions(model, x, config.batch_size)), to_cpu(y))
+             for name, model in models.items()}
+    records, grid_ranks = grid
     studies: dict[str, list[dict[str, Any]]] = {name: [] for name in config.studies}
-    for cell, outcome in zip(cells, outcomes):
-        if cell[0] != "grid":
-            studies[cell[0]] += outcome
+    for cell, rows in zip(study_cells, studies_run[0]):
+        studies[cell[0]] += rows
+    for record in ranks:
+        r = record["rank"]
+        record["grid_busy_s"] = grid_ranks["busy_s"][r]
+        record["grid_units"] = grid_ranks["units"][r]
+        if studies_run[1] is not None:
+            record["study_busy_s"] = studies_run[1]["busy_s"][r]
+            record["study_units"] = studies_run[1]["units"][r]
     return {
         "meta": {"dataset": dataset, "n": int(x.shape[0]), "study_n": min(config.study_n, config.n),
                  "started_utc": started_utc, "duration_s": time.perf_counter() - started,
-                 "grid_duration_s": grid_seconds, "jobs": config.jobs,
+                 "grid_duration_s": grid_seconds, "ranks": ctx.world_size, "per_rank": ranks,
                  "soae_lab_version": __version__, "machine": machine_at_start, "machine_at_end": describe_machine(),
-                 "command": " ".join(["python -m soae_core.evaluate", *sys.argv[1:]])},
+                 "command": command_line(ctx)},
         "config": asdict(config),
         "models": {name: {"clean_accuracy": clean[name], "method": get_model_info(name).method} for name in models},
         "attacks": records,
         "studies": studies,
     }
+
+
+def command_line(ctx: DistContext) -> str:
+    """The command that ran this evaluation (torchrun's form for several ranks)."""
+    if ctx.is_distributed:
+        return " ".join(["torchrun --nproc-per-node", str(ctx.world_size), "-m soae_core.evaluate", *sys.argv[1:]])
+    return " ".join(["python -m soae_core.evaluate", *sys.argv[1:]])

@@ -49,7 +49,8 @@ def evaluate_for_card(model: nn.Module, eps: float, test_subset: int | None = No
 
     test = load_fashion_mnist("test")
     n = len(test) if test_subset is None else min(test_subset, len(test))
-    images, labels = test.images[:n], test.labels[:n]
+    device = next(model.parameters()).device  # the card is evaluated where the model is
+    images, labels = test.images[:n].to(device), test.labels[:n].to(device)
     pgd_n, soae_n = min(pgd_n, n), min(soae_n, n)
     result: dict[str, Any] = {"clean_accuracy": accuracy(model, images, labels), "test_images": n,
                               "robust_accuracy": [], "evaluated_at": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -70,7 +71,7 @@ def evaluate_for_card(model: nn.Module, eps: float, test_subset: int | None = No
                                               "seconds": round(time.perf_counter() - start, 1)})
     try:
         samples = load_samples("fashion_mnist")
-        result["sample_set_accuracy"] = accuracy(model, samples.images, samples.labels)
+        result["sample_set_accuracy"] = accuracy(model, samples.images.to(device), samples.labels.to(device))
         result["sample_set_images"] = len(samples)
     except ValueError:
         result["sample_set_accuracy"] = None

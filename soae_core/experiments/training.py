@@ -5,6 +5,12 @@ examples, eq. 15 of Qian et al.). Checkpoints every epoch to ``runs/<name>/check
 (written atomically); ``--resume`` continues from the last finished epoch, so a ``kill -9``
 loses at most the running epoch. Each epoch's shuffling and attack noise come from
 ``seed + epoch``, so a resumed run repeats what the uninterrupted run would have done.
+
+Under ``torchrun --nproc-per-node K -m soae_core.train ...`` the same code trains with
+DistributedDataParallel: ``--batch-size`` stays the global batch (each rank takes 1/K of it through a
+DistributedSampler), every rank draws the global batch's start noise and keeps its rows, so K ranks
+follow the one-process run up to the order of floating-point sums; rank 0 writes checkpoints, logs,
+weights and card, and ``--resume`` restarts all ranks from the last checkpoint after any rank died.
 At the end it writes ``<out-dir>/<name>.safetensors`` and the model card ``<name>.json``.
 """
 
@@ -26,9 +32,18 @@ from tqdm import tqdm
 
 from soae_core import __version__
 from soae_core.data import SampleSet, load_fashion_mnist
+from soae_core.device import describe_device
+from soae_core.experiments.distributed import (
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    epoch_batches,
+    rank_rows,
+    shutdown,
+)
 from soae_core.experiments.machine import machine_facts
 from soae_core.experiments.model_card import CARD_PGD_IMAGES, CARD_SOAE_IMAGES, evaluate_for_card
-from soae_core.experiments.training_objectives import METHODS, ObjectiveConfig, objective_loss
+from soae_core.experiments.training_objectives import METHODS, BatchShare, ObjectiveConfig, objective_loss
 from soae_core.models import build_model, get_model_info, save_state_dict
 from soae_core.validation import check_choice, check_int, check_positive
 
@@ -100,50 +115,61 @@ def _config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: SampleSet, cfg: TrainConfig,
-                    epoch: int, progress: bool = True) -> dict[str, float]:
-    """One pass over ``train`` in a seeded random order; returns loss, accuracy, grad evals, seconds."""
+                    epoch: int, progress: bool = True, ctx: DistContext | None = None,
+                    attack_model: nn.Module | None = None) -> dict[str, float]:
+    """One pass over ``train`` in a seeded random order; returns loss, accuracy, grad evals, seconds.
+
+    Under torchrun (``ctx``) each rank takes its share of every global batch of ``cfg.batch_size``
+    (:func:`soae_core.distributed.epoch_batches`), ``model`` is the DistributedDataParallel wrapper
+    and ``attack_model`` the module inside it; the returned numbers are over all ranks.
+    """
+    ctx = ctx or DistContext(device=next(model.parameters()).device)
     torch.manual_seed(cfg.seed * 1000 + epoch)
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+    batches = epoch_batches(len(train), cfg.batch_size, cfg.seed * 1000, epoch, ctx)
     model.train()
     start = time.perf_counter()
     total_loss = correct = seen = grad_evals = 0.0
-    batches = range(0, len(train), cfg.batch_size)
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress,
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not (progress and ctx.is_main),
                mininterval=2.0, file=sys.stderr)
-    for begin in bar:
-        idx = order[begin:begin + cfg.batch_size]
-        x, y = train.images[idx], train.labels[idx]
-        loss, logits, evals = objective_loss(model, x, y, cfg.objective)
+    for idx in bar:
+        x, y = train.images[idx].to(ctx.device), train.labels[idx].to(ctx.device)
+        share = BatchShare(global_size=len(idx) * ctx.world_size, rows=rank_rows(ctx))
+        loss, logits, evals = objective_loss(model, x, y, cfg.objective, share=share, attack_model=attack_model)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # training only: the model here is private to this process
         optimizer.step()
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise RuntimeError(f"training diverged at epoch {epoch + 1}: loss is {loss_value}")
-        total_loss += loss_value * len(idx)
-        correct += float((logits.argmax(1) == y).sum())
+        total_loss += loss.detach().double() * len(idx)  # summed on the device: no host sync per step
+        correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
         grad_evals += evals * len(idx)
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if progress and ctx.is_main:
+            bar.set_postfix(loss=f"{float(total_loss) / seen:.3f}", acc=f"{float(correct) / seen:.3f}")
+    total_loss, correct, seen, grad_evals = all_reduce_sum([float(total_loss), float(correct), seen, grad_evals], ctx)
+    if not math.isfinite(total_loss):
+        raise RuntimeError(f"training diverged at epoch {epoch + 1}: loss is {total_loss / seen}")
     return {"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen,
             "grad_evals_per_example": grad_evals / seen, "seconds": time.perf_counter() - start}
 
 
 def train(cfg: TrainConfig, checkpoint_dir: Path, resume: bool = False, progress: bool = True,
-          stop_after_epochs: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+          stop_after_epochs: int | None = None, ctx: DistContext | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Train (or continue) ``cfg.model``; returns the trained model and the run record.
 
+    ctx: where to run — one process on a device, or this rank of a torchrun job (then the model
+    is wrapped in DistributedDataParallel, every rank reads the checkpoint, rank 0 alone writes it).
+    Default: one process on the CPU.
     stop_after_epochs: return after that many epochs of this call (for tests of --resume).
     """
     cfg = _check_config(cfg)
+    ctx = ctx or DistContext()
     ckpt_path = checkpoint_dir / "checkpoint.pt"
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model).to(ctx.device)
     optimizer, scheduler = make_optimizer(cfg, model)
     history: list[dict[str, float]] = []
     start_epoch = 0
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = torch.load(ckpt_path, map_location=ctx.device, weights_only=True)
         saved = _config_from_dict(state["config"])
         if saved != cfg:
             diff = {k: (v, _config_dict(cfg)[k]) for k, v in state["config"].items() if _config_dict(cfg)[k] != v}
@@ -154,7 +180,13 @@ def train(cfg: TrainConfig, checkpoint_dir: Path, resume: bool = False, progress
         scheduler.load_state_dict(state["scheduler"])
         history = list(state["history"])
         start_epoch = int(state["epoch"])
-        print(f"resuming {cfg.model} after epoch {start_epoch}", file=sys.stderr)
+        if ctx.is_main:
+            print(f"resuming {cfg.model} after epoch {start_epoch}", file=sys.stderr)
+    trained = model
+    if ctx.is_distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     train_set = load_fashion_mnist("train")
     if cfg.train_subset is not None:
         train_set = SampleSet(train_set.images[:cfg.train_subset], train_set.labels[:cfg.train_subset],
@@ -162,24 +194,37 @@ def train(cfg: TrainConfig, checkpoint_dir: Path, resume: bool = False, progress
     for epoch in range(start_epoch, cfg.epochs):
         if stop_after_epochs is not None and epoch - start_epoch >= stop_after_epochs:
             break
-        record = train_one_epoch(model, optimizer, train_set, cfg, epoch, progress)
+        record = train_one_epoch(trained, optimizer, train_set, cfg, epoch, progress, ctx, attack_model=model)
         record["lr"] = optimizer.param_groups[0]["lr"]
         scheduler.step()
         history.append(record)
-        print(json.dumps(record), file=sys.stderr)
-        _save_atomic({"config": _config_dict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1}, ckpt_path)
+        if ctx.is_main:
+            print(json.dumps(record), file=sys.stderr)
+            _save_atomic({"config": _config_dict(cfg), "model": model.state_dict(),
+                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                          "history": history, "epoch": epoch + 1}, ckpt_path)
+        barrier(ctx)  # no rank runs ahead of the checkpoint
     return model, {"config": _config_dict(cfg), "history": history, "finished": len(history) == cfg.epochs}
 
 
 def train_and_save(cfg: TrainConfig, checkpoint_dir: Path, out_dir: Path, command: str, resume: bool = False,
                    progress: bool = True, test_subset: int | None = None, eval_pgd_n: int = CARD_PGD_IMAGES,
-                   eval_soae_n: int = CARD_SOAE_IMAGES) -> dict[str, Any]:
+                   eval_soae_n: int = CARD_SOAE_IMAGES, ctx: DistContext | None = None) -> dict[str, Any] | None:
     """Train ``cfg`` (see :func:`train`), write ``<out_dir>/<model>.safetensors`` and its model card
-    ``<model>.json`` (architecture, hyper-parameters, history, machine, :func:`evaluate_for_card`'s
-    numbers and ``command``, the command line that ran it). Returns the card."""
+    ``<model>.json`` (architecture, hyper-parameters, history, machine, device, ranks,
+    :func:`evaluate_for_card`'s numbers and ``command``, the command line that ran it). Returns the card.
+
+    Under torchrun (``ctx``) every rank trains; then the process group is closed and rank 0 alone
+    evaluates the model and writes the files (the other ranks return None).
+    """
     started = time.perf_counter()
-    model, run = train(cfg, checkpoint_dir, resume=resume, progress=progress)
+    ctx = ctx or DistContext()
+    try:
+        model, run = train(cfg, checkpoint_dir, resume=resume, progress=progress, ctx=ctx)
+    finally:
+        shutdown(ctx)
+    if not ctx.is_main:
+        return None
     train_seconds = sum(r["seconds"] for r in run["history"])
     model.eval().requires_grad_(False)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +245,8 @@ def train_and_save(cfg: TrainConfig, checkpoint_dir: Path, out_dir: Path, comman
         "wall_time_s": {"training": round(train_seconds, 2), "this_invocation": None},
         "soae_lab_version": __version__,
         "machine": machine_facts(),
+        "device": describe_device(ctx.device),
+        "ranks": ctx.world_size,
         "history": run["history"],
         "grad_evals_per_example_per_epoch": run["history"][-1]["grad_evals_per_example"] if run["history"] else None,
         "command": command,

@@ -12,7 +12,7 @@ come from torchattacks / soae_core.attacks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,40 @@ from soae_core.defaults import PAPER_EPS, PAPER_TAU
 from soae_core.validation import check_choice
 
 METHODS = ("std", "pgd", "trades", "soat")
+
+@dataclass(frozen=True)
+class BatchShare:
+    """This process's part of a global batch: rows ``rows`` of a tensor of ``global_size`` rows.
+
+    Start noise is drawn for the whole global batch from torch's global generator — the same
+    draw on every rank — and each rank keeps its rows, so every example gets the noise it would
+    get in one process (see :func:`soae_core.experiments.distributed.epoch_batches`). The default, the whole
+    batch, draws exactly what one process always drew.
+    """
+
+    global_size: int | None = None
+    rows: slice = field(default_factory=lambda: slice(None))
+
+    def noise(self, like: torch.Tensor, kind: str, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        """Noise shaped like ``like``, this rank's rows: ``uniform`` in [low, high) (as ``empty().uniform_``),
+        ``rand`` in [0, 1) (as ``torch.rand``) or ``normal`` (as ``torch.randn``) — each exactly the call
+        one process makes for its whole batch."""
+        shape = (self.global_size or like.shape[0], *like.shape[1:])
+        if kind == "uniform":
+            full = torch.empty(shape, dtype=like.dtype, device=like.device).uniform_(low, high)
+        elif kind == "rand":
+            full = torch.rand(shape, dtype=like.dtype, device=like.device)
+        else:
+            full = torch.randn(shape, dtype=like.dtype, device=like.device)
+        part = full[self.rows]
+        if part.shape != like.shape:
+            raise ValueError(f"batch share rows {self.rows} of {shape[0]} give {part.shape[0]} rows, "
+                             f"the batch has {like.shape[0]}")
+        return part
+
+
+WHOLE_BATCH = BatchShare()
+
 
 
 def default_alpha(eps: float) -> float:
@@ -48,11 +82,11 @@ class ObjectiveConfig:
 
 
 def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
-             random_start: bool = True) -> torch.Tensor:
+             random_start: bool = True, share: BatchShare = WHOLE_BATCH) -> torch.Tensor:
     """Madry et al. L∞ PGD maximising cross-entropy; x (N, C, H, W) in [0, 1] → x_adv in the ε-ball."""
     x_adv = x.clone()
     if random_start:
-        x_adv = project_linf(x_adv + torch.empty_like(x).uniform_(-eps, eps), x, eps)
+        x_adv = project_linf(x_adv + share.noise(x, "uniform", -eps, eps), x, eps)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         loss = F.cross_entropy(model(x_adv), y, reduction="sum")
@@ -61,11 +95,12 @@ def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alp
     return x_adv.detach()
 
 
-def trades_adversary(model: nn.Module, x: torch.Tensor, eps: float, alpha: float, steps: int) -> torch.Tensor:
+def trades_adversary(model: nn.Module, x: torch.Tensor, eps: float, alpha: float, steps: int,
+                     share: BatchShare = WHOLE_BATCH) -> torch.Tensor:
     """TRADES inner maximisation of KL(f(x) ‖ f(x')) from x + 0.001·N(0, 1) (Zhang et al. 2019)."""
     with torch.no_grad():
         p_natural = F.softmax(model(x), dim=1)
-    x_adv = project_linf(x + 0.001 * torch.randn_like(x), x, eps)
+    x_adv = project_linf(x + 0.001 * share.noise(x, "normal"), x, eps)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         loss = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_natural, reduction="sum")
@@ -74,36 +109,43 @@ def trades_adversary(model: nn.Module, x: torch.Tensor, eps: float, alpha: float
     return x_adv.detach()
 
 
-def soae_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ObjectiveConfig) -> tuple[torch.Tensor, int]:
+def soae_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ObjectiveConfig,
+                  share: BatchShare = WHOLE_BATCH) -> tuple[torch.Tensor, int]:
     """Second-order adversarial examples δ* = δ⁽⁰⁾ + V_m γ* (eq. 15) from soae_core.attacks.SOAE."""
     from soae_core.attacks import SOAE  # the engine; imported lazily so the other methods work without it
 
+    start_noise = share.noise(x, "rand") if cfg.soae_random_start and cfg.eps > 0 else None
     attack = SOAE(model, eps=cfg.eps, tau=cfg.soae_tau, steps=cfg.soae_steps, hvp=cfg.soae_hvp,
                   max_krylov=cfg.soae_max_krylov, step_rule=cfg.soae_step_rule,
-                  random_start=cfg.soae_random_start, keep_images=False)
+                  random_start=cfg.soae_random_start, keep_images=False, start_noise=start_noise)
     result = attack(x, y)
     return result.adv.detach(), int(result.grad_evals)
 
 
-def objective_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   cfg: ObjectiveConfig) -> tuple[torch.Tensor, torch.Tensor, int]:
+def objective_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ObjectiveConfig,
+                   share: BatchShare = WHOLE_BATCH,
+                   attack_model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Loss of one batch for ``cfg.method``; returns (loss scalar, logits on the trained-on inputs, grad evals).
 
     grad evals: input gradients per example spent by the inner maximisation (not the update).
-    The model is left in train mode.
+    The model is left in train mode. Under DistributedDataParallel, ``model`` is the wrapper (its
+    forward passes take part in the gradient all-reduce) and ``attack_model`` the wrapped module,
+    which the inner maximisation uses (input gradients only, nothing to synchronise); ``share``
+    says which rows of the global batch this rank holds.
     """
     check_choice("method", cfg.method, METHODS)
+    attack_model = model if attack_model is None else attack_model
     grad_evals = 0
     if cfg.method != "std":
         model.eval()
         if cfg.method == "pgd":
-            x_train = pgd_linf(model, x, y, cfg.eps, cfg.alpha, cfg.attack_steps)
+            x_train = pgd_linf(attack_model, x, y, cfg.eps, cfg.alpha, cfg.attack_steps, share=share)
             grad_evals = cfg.attack_steps
         elif cfg.method == "trades":
-            x_train = trades_adversary(model, x, cfg.eps, cfg.alpha, cfg.attack_steps)
+            x_train = trades_adversary(attack_model, x, cfg.eps, cfg.alpha, cfg.attack_steps, share=share)
             grad_evals = cfg.attack_steps
         else:
-            x_train, grad_evals = soae_examples(model, x, y, cfg)
+            x_train, grad_evals = soae_examples(attack_model, x, y, cfg, share=share)
         model.train()
     if cfg.method == "trades":
         logits_natural = model(x)
