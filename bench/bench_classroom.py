@@ -1,0 +1,306 @@
+"""A class on one server: N students through Streamlit's own websocket protocol.
+
+Starts the real server from the checkout (``streamlit run app.py``, headless, a free port, the
+shipped ``.streamlit/config.toml`` plus any ``--server-arg``), then drives sessions with
+:mod:`soae_app.protocol` (a client costs almost nothing, so the server is what is measured):
+
+- ``single``: one session per page, cold (an image nobody has asked for; imports and models
+  already loaded by a warm-up session) and warm (the same run again: everything cached).
+- ``burst``: N new sessions open the page at the same moment, each on its own image (cold),
+  then all rerun at once (warm). Burst efficiency = N × single cold ÷ (cores × burst wall):
+  1.0 means the server served N students as fast as it would serve them one after another on
+  every core; below 1, concurrency itself costs time.
+- ``arrivals``: N students, each interacting (new page and new image) at seeded exponential
+  intervals with mean N ÷ rate seconds (30 students × one interaction per 10 s = 3/s), for
+  ``--duration`` seconds. A student whose previous run has not finished yet waits for it
+  (a closed loop per student), so the reported seconds are server times.
+- ``soak``: sessions open, load the Attack Lab on a random image and close, 10 at a time,
+  until ``--soak`` sessions have run; the server's RSS after 300 and after the last one.
+- ``same``: (issue 17) N new sessions with the *same settings* on N different images, at once,
+  on a model nobody has used yet (cold for every image).
+
+Errors count ``exception`` elements and ``st.error`` alerts. Every number comes with the load
+average before and after its phase (the machine is shared): compare ratios within one run.
+
+Run: ``.venv/bin/python bench/bench_classroom.py [--students 30] [--scenarios single,burst,arrivals,soak]
+[--burst-pages attack-lab,...] [--server-arg=--runner.postScriptGC=false] [--name classroom]``;
+results go to bench/results/<name>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common import machine, write_result  # noqa: E402
+
+from soae_app.headless import free_port, stop, wait_until_healthy  # noqa: E402
+from soae_app.protocol import PageRun, Session, page_paths, run_sessions  # noqa: E402
+
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+PER_CLASS = 20
+# Pages whose work depends on the sidebar's image (the others: on the bundled test set).
+IMAGE_PAGES = ("attack-lab", "how-soae-works", "krylov-inspector", "perturbation-anatomy")
+WARMUP_MODEL = "fmnist-cnn-std"
+# {page URL path: the name a client requests it by} (the default page is requested as "").
+PAGES = page_paths(ROOT / "app.py")
+
+
+class ImagePool:
+    """Hands out (class, example) pairs never handed out before: a cold image for the page."""
+
+    def __init__(self, seed: int) -> None:
+        self.pairs = [(c, e) for e in range(1, PER_CLASS + 1) for c in CLASSES]
+        random.Random(seed).shuffle(self.pairs)
+
+    def take(self) -> dict[str, str]:
+        cls, ex = self.pairs.pop()
+        return {"cls": cls, "ex": str(ex)}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of process ``pid`` in MB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load() -> float:
+    """The 1-minute load average."""
+    return round(os.getloadavg()[0], 2)
+
+
+def stats(runs: list[PageRun]) -> dict[str, Any]:
+    """p50/p95/max seconds, errors and statuses of a set of runs."""
+    seconds = sorted(r.seconds for r in runs)
+    p95 = seconds[min(len(seconds) - 1, int(round(0.95 * (len(seconds) - 1))))] if seconds else float("nan")
+    return {"n": len(runs), "p50_s": statistics.median(seconds) if seconds else float("nan"), "p95_s": p95,
+            "max_s": max(seconds, default=float("nan")),
+            "exceptions": sum(len(r.exceptions) for r in runs), "errors": sum(len(r.errors) for r in runs),
+            "not_ok": sum(r.status != "ok" for r in runs),
+            "examples": sorted({*(e for r in runs for e in r.exceptions), *(e for r in runs for e in r.errors)})[:3]}
+
+
+def start_server(port: int, server_args: list[str], log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
+               str(port), "--server.address", "127.0.0.1", *server_args]
+    return subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+async def phase(label: str, body) -> dict[str, Any]:
+    before = load()
+    start = time.perf_counter()
+    result = await body
+    result.update(load_before=before, load_after=load(), phase_wall_s=round(time.perf_counter() - start, 2))
+    print(f"  {label}: {summary_line(result)}", flush=True)
+    return result
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    keys = ("p50_s", "p95_s", "max_s", "wall_s", "efficiency", "errors", "exceptions", "load_after")
+    return " ".join(f"{k}={result[k]:.3g}" if isinstance(result[k], float) else f"{k}={result[k]}"
+                    for k in keys if k in result)
+
+
+async def single(base: str, page: str, query: dict[str, str]) -> dict[str, Any]:
+    async with Session(base) as session:
+        cold = await session.run(PAGES[page], query)
+        warm = await session.run(PAGES[page], query)
+    return {"cold_s": cold.seconds, "warm_s": warm.seconds, "cold": stats([cold]), "warm": stats([warm])}
+
+
+async def burst(base: str, page: str, queries: list[dict[str, str]], cores: int, single_cold_s: float
+                ) -> dict[str, Any]:
+    start = time.perf_counter()
+    runs = await run_sessions(base, [[{"page": PAGES[page], "query": q}] * 2 for q in queries])
+    cold = [r[0] for r in runs]
+    warm = [r[1] for r in runs]
+    cold_wall = max(r.seconds for r in cold)
+    result = {"cold": stats(cold), "warm": stats(warm), "wall_s": round(time.perf_counter() - start, 2),
+              "cold_wall_s": cold_wall,
+              "efficiency": len(queries) * single_cold_s / (cores * cold_wall)}
+    result.update({k: result["cold"][k] for k in ("p50_s", "p95_s", "max_s", "errors", "exceptions")})
+    return result
+
+
+async def arrivals(base: str, pages: list[str], students: int, rate: float, duration: float, seed: int
+                   ) -> dict[str, Any]:
+    """Each student: a session that interacts at exponential intervals (mean students/rate s)."""
+    rng = random.Random(seed)
+    mean_gap = students / rate
+    plans = []
+    for _ in range(students):
+        t, plan = rng.uniform(0, mean_gap), []
+        while t < duration:
+            plan.append((t, rng.choice(pages), {"cls": rng.choice(CLASSES), "ex": rng.randint(1, PER_CLASS)}))
+            t += rng.expovariate(1 / mean_gap)
+        plans.append(plan)
+    start = time.perf_counter()
+    runs: list[tuple[str, PageRun]] = []
+    lags: list[float] = []
+
+    async def student(plan):
+        async with Session(base) as session:
+            first = True
+            for at, page, choice in plan:
+                delay = start + at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    lags.append(-delay)
+                if first:  # the link opens the page on that image
+                    run = await session.run(PAGES[page], {"cls": choice["cls"], "ex": str(choice["ex"])})
+                    first = False
+                else:  # then the student clicks: another page, another example
+                    run = await session.run(PAGES[page], {"cls": choice["cls"]}, widgets={"ex": choice["ex"]})
+                runs.append((page, run))
+
+    await asyncio.gather(*(student(plan) for plan in plans))
+    per_page = {page: stats([r for p, r in runs if p == page]) for page in pages}
+    result = {"overall": stats([r for _, r in runs]), "per_page": per_page, "interactions": len(runs),
+              "rate_per_s": len(runs) / (time.perf_counter() - start), "late_starts": len(lags),
+              "max_late_s": max(lags, default=0.0)}
+    result.update({k: result["overall"][k] for k in ("p50_s", "p95_s", "max_s", "errors", "exceptions")})
+    return result
+
+
+async def soak(base: str, pid: int, sessions: int, seed: int, concurrency: int = 10) -> dict[str, Any]:
+    rng = random.Random(seed)
+    rss = {"0": rss_mb(pid)}
+    runs: list[PageRun] = []
+    done = 0
+    while done < sessions:
+        group = min(concurrency, sessions - done)
+        scripts = [[{"page": PAGES["attack-lab"], "query": {"cls": rng.choice(CLASSES), "ex": str(rng.randint(1, PER_CLASS))}}]
+                   for _ in range(group)]
+        runs += [r[0] for r in await run_sessions(base, scripts, start_together=False)]
+        done += group
+        if done % 100 == 0 or done == sessions:
+            rss[str(done)] = rss_mb(pid)
+            print(f"    soak {done} sessions: RSS {rss[str(done)]:.0f} MB", flush=True)
+    result = {"rss_mb": rss, "sessions": sessions, "runs": stats(runs)}
+    if "300" in rss:
+        result["growth_300_to_last_mb"] = rss[str(sessions)] - rss["300"]
+    result.update({k: result["runs"][k] for k in ("p50_s", "p95_s", "errors", "exceptions")})
+    return result
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    pages = list(PAGES)
+    burst_pages = pages if args.burst_pages == "all" else args.burst_pages.split(",")
+    scenarios = args.scenarios.split(",")
+    cores = os.cpu_count() or 1
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = ROOT / "bench" / "results" / f"{args.name}_server.log"
+    server = start_server(port, args.server_arg, log)
+    result: dict[str, Any] = {"students": args.students, "cores": cores, "server_args": args.server_arg,
+                              "scenarios": scenarios, "machine": machine()}
+    try:
+        start = time.perf_counter()
+        wait_until_healthy(base, server, timeout_s=180)
+        result["rss_start_mb"] = rss_mb(server.pid)
+        pool = ImagePool(args.seed)
+        warm_image = pool.take()
+        warmup = []
+        async with Session(base) as session:  # imports, models, caches of the warm-up image only
+            for page in pages:
+                warmup.append(await session.run(PAGES[page], {"model": WARMUP_MODEL, **warm_image}))
+        result["warmup"] = {"first_page_s": warmup[0].seconds, "since_start_s": time.perf_counter() - start,
+                            "runs": stats(warmup)}
+        result["rss_after_warmup_mb"] = rss_mb(server.pid)
+        print(f"warm-up: first page {warmup[0].seconds:.1f} s; RSS {result['rss_after_warmup_mb']:.0f} MB", flush=True)
+
+        cold_images = {page: [pool.take() for _ in range(1 + args.students)] for page in IMAGE_PAGES}
+        if "single" in scenarios or "burst" in scenarios:
+            result["single"] = {}
+            for page in pages:
+                query = cold_images[page].pop() if page in IMAGE_PAGES else {}
+                result["single"][page] = await phase(f"single {page}", single(base, page, query))
+        if "burst" in scenarios:
+            result["burst"] = {}
+            for page in burst_pages:
+                queries = cold_images[page][:args.students] if page in IMAGE_PAGES else [{}] * args.students
+                cold_s = result["single"][page]["cold_s"]
+                result["burst"][page] = await phase(f"burst {page}", burst(base, page, queries, cores, cold_s))
+        if "same" in scenarios:
+            model = args.same_model
+            same_pool = ImagePool(args.seed + 1)
+            queries = [{"model": model, **q} for q in [same_pool.take() for _ in range(args.students)]]
+            async with Session(base) as session:
+                alone = await session.run(PAGES["attack-lab"], {"model": model, **same_pool.take()})
+            result["same"] = await phase("same settings", burst(base, "attack-lab", queries, cores, alone.seconds))
+            result["same"]["single_cold_s"] = alone.seconds
+        if "arrivals" in scenarios:
+            result["arrivals"] = await phase("arrivals", arrivals(base, pages, args.students, args.rate, args.duration,
+                                                                  args.seed))
+        if "soak" in scenarios:
+            result["soak"] = await phase("soak", soak(base, server.pid, args.soak, args.seed))
+        result["rss_end_mb"] = rss_mb(server.pid)
+    finally:
+        stop(server)
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    """The result as a plain-text table: one line per (phase, page)."""
+    lines = [f"{'phase':<10} {'page':<22} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'eff.':>5} {'err':>4} {'load':>5}"]
+
+    def row(phase: str, page: str, s: dict[str, Any], efficiency: float | None = None, load_after=None) -> None:
+        eff = f"{efficiency:5.2f}" if efficiency is not None else "    -"
+        lines.append(f"{phase:<10} {page:<22} {s['p50_s']:7.2f} {s['p95_s']:7.2f} {s['max_s']:7.2f} {eff} "
+                     f"{s['errors'] + s['exceptions'] + s['not_ok']:4d} {load_after if load_after is not None else '':>5}")
+
+    for page, r in result.get("single", {}).items():
+        row("cold", page, r["cold"], load_after=r["load_after"])
+        row("warm", page, r["warm"], load_after=r["load_after"])
+    for page, r in result.get("burst", {}).items():
+        row("burst", page, r["cold"], r["efficiency"], r["load_after"])
+        row("burst-wm", page, r["warm"], load_after=r["load_after"])
+    if "same" in result:
+        row("same", "attack-lab", result["same"]["cold"], result["same"]["efficiency"], result["same"]["load_after"])
+    if "arrivals" in result:
+        for page, s in result["arrivals"]["per_page"].items():
+            row("arrivals", page, s, load_after=result["arrivals"]["load_after"])
+        row("arrivals", "(all)", result["arrivals"]["overall"], load_after=result["arrivals"]["load_after"])
+    if "soak" in result:
+        lines.append(f"soak: RSS MB {result['soak']['rss_mb']}")
+    lines.append(f"RSS: start {result.get('rss_start_mb', 0):.0f} MB, after warm-up "
+                 f"{result.get('rss_after_warmup_mb', 0):.0f} MB, end {result.get('rss_end_mb', 0):.0f} MB")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--students", type=int, default=30)
+    parser.add_argument("--scenarios", default="single,burst,arrivals,soak")
+    parser.add_argument("--burst-pages", default="attack-lab")
+    parser.add_argument("--rate", type=float, default=3.0, help="interactions per second in all (arrivals)")
+    parser.add_argument("--duration", type=float, default=120.0, help="seconds of arrivals")
+    parser.add_argument("--soak", type=int, default=500, help="sessions in the soak phase")
+    parser.add_argument("--same-model", default="fmnist-cnn-trades", help="model of the 'same' scenario (cold)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--server-arg", action="append", default=[],
+                        help="extra `streamlit run` option, e.g. --server-arg=--runner.postScriptGC=false")
+    parser.add_argument("--name", default="classroom")
+    args = parser.parse_args()
+    result = asyncio.run(main_async(args))
+    print(table(result))
+    path = write_result(args.name, result)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
