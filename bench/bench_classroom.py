@@ -16,6 +16,8 @@ shipped ``.streamlit/config.toml`` plus any ``--server-arg``), then drives sessi
   (a closed loop per student), so the reported seconds are server times.
 - ``soak``: sessions open, load the Attack Lab on a random image and close, 10 at a time,
   until ``--soak`` sessions have run; the server's RSS after 300 and after the last one.
+- ``heavy``: (admission control) half the students burst into the Attack Lab alone, then the
+  other half while one student runs every attack on ``--heavy-n`` Compare images; p95 ratio.
 - ``same``: (issue 17) N new sessions with the *same settings* on N different images, at once,
   on a model nobody has used yet (cold for every image).
 
@@ -31,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import signal
 import os
 import random
 import statistics
@@ -93,6 +97,27 @@ def stats(runs: list[PageRun]) -> dict[str, Any]:
             "examples": sorted({*(e for r in runs for e in r.exceptions), *(e for r in runs for e in r.errors)})[:3]}
 
 
+def profile_summary(raw: Path, top: int = 12) -> dict[str, Any]:
+    """Shares of py-spy samples (raw collapsed stacks): the functions most often on top of the
+    stack, and how often some known suspects are anywhere on it."""
+    leaf, inclusive, total = collections.Counter(), collections.Counter(), 0
+    suspects = {"gc.collect after each run (runner.postScriptGC)": "_on_script_finished", "GMRES (krylov.gmres)": "gmres (", "Hessian-vector products": "hvp_",
+                "model forward/backward": "_call_impl (torch", "plotly figures": "plotly", "pickle": "pickle",
+                "streamlit serialisation": "marshall", "numpy → PNG (images)": "image_to_url"}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        leaf[stack.split(";")[-1]] += n
+        for name, needle in suspects.items():
+            if needle in stack:
+                inclusive[name] += n
+    return {"samples": total, "top_self": [(frame, round(n / total, 3)) for frame, n in leaf.most_common(top)],
+            "inclusive": {name: round(inclusive[name] / max(total, 1), 3) for name in suspects}}
+
+
 def start_server(port: int, server_args: list[str], log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
                str(port), "--server.address", "127.0.0.1", *server_args]
@@ -133,6 +158,26 @@ async def burst(base: str, page: str, queries: list[dict[str, str]], cores: int,
               "efficiency": len(queries) * single_cold_s / (cores * cold_wall)}
     result.update({k: result["cold"][k] for k in ("p50_s", "p95_s", "max_s", "errors", "exceptions")})
     return result
+
+
+async def heavy(base: str, images: list[dict[str, str]], n: int) -> dict[str, Any]:
+    """Admission control: the Attack Lab burst on half the images alone, then on the other half
+    while one student runs every attack on n Compare images (heavy jobs, queued)."""
+    half = len(images) // 2
+    without = await run_sessions(base, [[{"page": PAGES["attack-lab"], "query": q}] for q in images[:half]])
+    async with Session(base) as keen_student:
+        await keen_student.run(PAGES["compare-sweeps"])
+        compare = asyncio.create_task(keen_student.run(PAGES["compare-sweeps"], widgets={
+            "compare::n": str(n), "compare::attacks": ["FGSM", "PGD", "AutoAttack", "ASOD", "SOAE"]}))
+        await asyncio.sleep(3.0)  # the run is under way
+        during = await run_sessions(base, [[{"page": PAGES["attack-lab"], "query": q}] for q in images[half:]])
+        compare_done = compare.done()
+        compare_run = await compare
+    off, on = stats([r[0] for r in without]), stats([r[0] for r in during])
+    return {"without": off, "during": on, "ratio_p95": on["p95_s"] / off["p95_s"], "compare_n": n,
+            "compare_s": compare_run.seconds, "compare_finished_before_burst_end": compare_done,
+            "compare_errors": compare_run.errors + compare_run.exceptions,
+            "p95_s": on["p95_s"], "errors": on["errors"], "exceptions": on["exceptions"]}
 
 
 async def arrivals(base: str, pages: list[str], students: int, rate: float, duration: float, seed: int
@@ -232,9 +277,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if "burst" in scenarios:
             result["burst"] = {}
             for page in burst_pages:
+                spy = None
+                if args.profile:  # py-spy on the server (and its workers) during this burst
+                    raw = log.with_name(f"{args.name}_{page}_pyspy.txt")
+                    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                                            str(server.pid), "--subprocesses", "--format", "raw", "--rate", "50",
+                                            "--nonblocking", "--output", str(raw)],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    await asyncio.sleep(1.0)
                 queries = cold_images[page][:args.students] if page in IMAGE_PAGES else [{}] * args.students
                 cold_s = result["single"][page]["cold_s"]
                 result["burst"][page] = await phase(f"burst {page}", burst(base, page, queries, cores, cold_s))
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(timeout=60)
+                    result["burst"][page]["profile"] = profile_summary(raw)
+                    print(f"    profile: {result['burst'][page]['profile']}", flush=True)
         if "same" in scenarios:
             model = args.same_model
             same_pool = ImagePool(args.seed + 1)
@@ -243,6 +301,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 alone = await session.run(PAGES["attack-lab"], {"model": model, **same_pool.take()})
             result["same"] = await phase("same settings", burst(base, "attack-lab", queries, cores, alone.seconds))
             result["same"]["single_cold_s"] = alone.seconds
+        if "heavy" in scenarios:
+            result["heavy"] = await phase("heavy", heavy(base, [pool.take() for _ in range(args.students)],
+                                                        args.heavy_n))
         if "arrivals" in scenarios:
             result["arrivals"] = await phase("arrivals", arrivals(base, pages, args.students, args.rate, args.duration,
                                                                   args.seed))
@@ -271,6 +332,9 @@ def table(result: dict[str, Any]) -> str:
         row("burst-wm", page, r["warm"], load_after=r["load_after"])
     if "same" in result:
         row("same", "attack-lab", result["same"]["cold"], result["same"]["efficiency"], result["same"]["load_after"])
+    if "heavy" in result:
+        row("alone", "attack-lab", result["heavy"]["without"], load_after=result["heavy"]["load_after"])
+        row("+compare", "attack-lab", result["heavy"]["during"], load_after=result["heavy"]["load_after"])
     if "arrivals" in result:
         for page, s in result["arrivals"]["per_page"].items():
             row("arrivals", page, s, load_after=result["arrivals"]["load_after"])
@@ -291,9 +355,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of arrivals")
     parser.add_argument("--soak", type=int, default=500, help="sessions in the soak phase")
     parser.add_argument("--same-model", default="fmnist-cnn-trades", help="model of the 'same' scenario (cold)")
+    parser.add_argument("--heavy-n", type=int, default=200, help="Compare images of the 'heavy' scenario")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra `streamlit run` option, e.g. --server-arg=--runner.postScriptGC=false")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the server during each burst (needs py-spy in the venv); shares in the JSON")
     parser.add_argument("--name", default="classroom")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
