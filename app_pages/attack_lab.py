@@ -16,18 +16,12 @@ selection = ready_selection()
 
 
 def compute_run(selection: Selection) -> LabRun:
-    """Every attack of the settings on the image (cached per attack), shown with a status box
-    while something actually runs."""
+    """Every attack of the settings on the image (cached per attack; a caption says when they
+    wait in the queue or run)."""
     info, settings = selection.info, selection.settings
-    box = st.empty()
-    outcomes, iterations = [], []
-    with box.status(f"Running {', '.join(settings.attack_names)} on {info.name}…") as status:
-        for name in settings.attack_names:
-            status.write(f"{name}…")
-            outcome, views = cache.attack(info, selection.image, selection.label, name, settings)
-            outcomes.append(outcome)
-            iterations = iterations or views
-    box.empty()
+    results = cache.attacks(info, selection.image, selection.label, settings)
+    outcomes = [outcome for outcome, _ in results]
+    iterations = next((views for _, views in results if views), [])
     image = torch.from_numpy(selection.image).unsqueeze(0)
     return assemble_run(cache.model(info), image, selection.label, info.class_names, outcomes, iterations)
 

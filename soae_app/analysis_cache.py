@@ -1,21 +1,25 @@
 """Streamlit caches of the analysis pages (Perturbation Anatomy, Compare & Sweeps, Models, How
 SOAE works), beside :mod:`soae_app.cache` whose shared models and per-attack results they reuse.
 
-Results are cached per input with ``st.cache_data`` (every argument is part of the key, the
-model by name and weights version), so a warm rerun costs dictionary look-ups. Compare runs are
-cached one (job, batch) unit at a time: a stopped run resumes where it stopped, and any session
-asking for the same unit gets it without recomputing.
+The anatomy, the loss landscape and the Compare units run in the job service
+(:mod:`soae_app.jobs`: worker processes, cached per input, shared across sessions); the toy
+classifier and the layer lists are cheap and stay in ``st.cache_data``. Compare runs are cached
+one (job, batch) unit at a time: a stopped run resumes where it stopped, and any session asking
+for the same unit gets it without recomputing. Compare units are *heavy* jobs: at most
+SOAE_HEAVY_JOBS of them run at once, the rest wait in the queue.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import streamlit as st
 import torch
 
-from soae_app import cache
+from soae_app import cache, compute, jobs
 from soae_core import compare, landscape, toy2d
-from soae_core.anatomy import Anatomy, perturbation_anatomy, spatial_layers as find_spatial_layers
+from soae_core.anatomy import Anatomy, spatial_layers as find_spatial_layers
 from soae_core.app_settings import AttackSettings
 from soae_core.models import ModelInfo, get_model_info
 
@@ -24,24 +28,12 @@ def _net(model_name: str) -> torch.nn.Module:
     return cache.model(get_model_info(model_name))
 
 
-def _tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).unsqueeze(0)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _anatomy(model_name: str, version: str, image: np.ndarray, label: int, advs: tuple[tuple[str, np.ndarray], ...],
-             map_layers: tuple[str, ...], top_channels: int, target: str) -> Anatomy:
-    del version  # part of the cache key only
-    return perturbation_anatomy(_net(model_name), _tensor(image), label, {name: _tensor(adv) for name, adv in advs},
-                                list(map_layers), top_channels, target)
-
-
 def anatomy(info: ModelInfo, image: np.ndarray, label: int, advs: dict[str, np.ndarray], map_layers: list[str],
             top_channels: int, target: str) -> Anatomy:
     """:func:`soae_core.anatomy.perturbation_anatomy` of the image (C, H, W) and the adversarial
-    images (C, H, W) per attack name, cached per input."""
-    return _anatomy(info.name, cache.weights_version(info), image, label, tuple(advs.items()), tuple(map_layers),
-                    top_channels, target)
+    images (C, H, W) per attack name, computed in the job service and cached per input."""
+    return cache.run(compute.anatomy, (cache.spec(info),), (image, label, tuple(advs.items()), tuple(map_layers),
+                                                           top_channels, target), "Anatomy")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -55,19 +47,20 @@ def spatial_layers(info: ModelInfo) -> list[str]:
     return _spatial_layers(info.name, cache.weights_version(info), info.input_shape)
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
-def _batch(model_name: str, version: str, dataset: str, job: compare.Job, start: int, stop: int) -> compare.BatchOutcome:
-    del version
-    sample_set = cache.samples(dataset)
-    positions = compare.image_order(sample_set.labels)[start:stop]
-    return compare.run_batch(_net(model_name), job, sample_set.images[positions], sample_set.labels[positions],
-                             positions)
+def compare_ticket(info: ModelInfo, job: compare.Job, start: int, stop: int) -> jobs.Ticket:
+    """A ticket for ``job`` on the bundled images at positions start..stop of the class-balanced
+    order (:func:`soae_core.compare.image_order`): a heavy job, under the service's admission
+    control, shared with every session asking for the same unit, cached per unit."""
+    specs, args = (cache.spec(info),), (info.dataset, job, start, stop)
+    heavy = jobs.Job(key=compute.job_key(compute.compare_unit, specs, args), fn=compute.with_models,
+                     args=(compute.compare_unit, specs, args), kind="compare unit", heavy=True)
+    return jobs.service().submit(heavy, cache.session())
 
 
-def compare_batch(info: ModelInfo, job: compare.Job, start: int, stop: int) -> compare.BatchOutcome:
-    """``job`` on the bundled images at positions start..stop of the class-balanced order
-    (:func:`soae_core.compare.image_order`), cached per unit."""
-    return _batch(info.name, cache.weights_version(info), info.dataset, job, start, stop)
+def compare_batch(info: ModelInfo, job: compare.Job, start: int, stop: int,
+                  show: Callable[[str], None] | None = None) -> compare.BatchOutcome:
+    """The unit of :func:`compare_ticket`, waited for (its place in the queue goes to ``show``)."""
+    return cache.wait_for([compare_ticket(info, job, start, stop)], job.label, show)[0]
 
 
 @st.cache_resource(show_spinner="Training the 2-D toy classifier…")
@@ -88,23 +81,10 @@ def toy_step(activation: str, point: tuple[float, float], label: int, eps: float
     return toy2d.second_order_step(toy_classifier(activation).model, point, label, eps=eps)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _landscape(model_name: str, version: str, image: np.ndarray, label: int, settings: AttackSettings,
-               radius: float, line_points: int, plane_points: int
-               ) -> tuple[landscape.LossLine, landscape.LossLine, landscape.LossPlane]:
-    del version
-    net, x = _net(model_name), _tensor(image)
-    directions = landscape.soae_directions(net, x, label, settings.soae_kwargs())
-    along_gradient = landscape.loss_along_line(net, x, label, directions.gradient, radius, line_points)
-    along_soae = landscape.loss_along_line(net, x, label, directions.soae_direction, radius, line_points)
-    plane = landscape.loss_on_plane(net, x, label, directions, radius, plane_points)
-    return along_gradient, along_soae, plane
-
-
 def loss_landscape(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings, radius: float,
                    line_points: int = 61, plane_points: int = 31
                    ) -> tuple[landscape.LossLine, landscape.LossLine, landscape.LossPlane]:
     """The loss along g, along SOAE's H⁻¹g (with the sidebar's SOAE settings) and on their plane,
-    each with its quadratic model; cached per input."""
-    return _landscape(info.name, cache.weights_version(info), image, label, settings, radius, line_points,
-                      plane_points)
+    each with its quadratic model; computed in the job service, cached per input."""
+    return cache.run(compute.landscape, (cache.spec(info),), (image, label, settings, radius, line_points,
+                                                             plane_points), "Loss landscape")

@@ -93,9 +93,10 @@ def run_jobs(tasks: list[Task], n: int, area: str, batch_size: int = 25, autosta
                          help="Stops after the batch in progress; finished batches are kept.")
         for k, (info, job, start, stop) in enumerate(todo):
             finished = len(units) - len(todo) + k
-            bar.progress(finished / len(units),
-                         text=f"{job.label}: images {start + 1}–{stop} of {n} (batch {finished + 1} of {len(units)})")
-            done[(job.label, start)] = analysis_cache.compare_batch(info, job, start, stop)
+            where = f"images {start + 1}–{stop} of {n} (batch {finished + 1} of {len(units)})"
+            bar.progress(finished / len(units), text=f"{job.label}: {where}")
+            done[(job.label, start)] = analysis_cache.compare_batch(
+                info, job, start, stop, show=lambda text, f=finished / len(units), w=where: bar.progress(f, f"{text} · {w}"))
         bar.empty()
         stop_slot.empty()
 

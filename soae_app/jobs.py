@@ -26,6 +26,7 @@ sessions share a mutable object.
 from __future__ import annotations
 
 import collections
+import importlib
 import multiprocessing
 import os
 import pickle
@@ -133,17 +134,19 @@ def _call(fn: Callable[..., Any], args: tuple) -> Any:
     return fn(*args)
 
 
-def _init_worker() -> None:
+def _init_worker(preload: tuple[str, ...]) -> None:
     # One intra-op thread per worker (parallelism comes from the workers), set before anything
     # imports torch: torch reads OMP_NUM_THREADS when it starts.
     os.environ["OMP_NUM_THREADS"] = os.environ.get("SOAE_TORCH_THREADS", "1")
+    for module in preload:  # imported once per worker, before its first job
+        importlib.import_module(module)
 
 
 class JobService:
     """The queue and its worker processes (see the module docstring). Thread-safe."""
 
     def __init__(self, workers: int, heavy_slots: int | None = None, batch_window_s: float = 0.03,
-                 cache_entries: int = 2048) -> None:
+                 cache_entries: int = 2048, preload: tuple[str, ...] = ()) -> None:
         if workers < 0:
             raise ValueError(f"workers must be ≥ 0, got {workers}")
         self.workers = workers
@@ -161,7 +164,7 @@ class JobService:
         self._pool = None
         if workers:
             self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker)
+                                             initializer=_init_worker, initargs=(preload,))
             self._dispatcher = threading.Thread(target=self._dispatch_loop, name="soae-jobs", daemon=True)
             self._dispatcher.start()
 
@@ -198,6 +201,13 @@ class JobService:
     def run(self, job: Job, session: Hashable = None) -> Any:
         """Submit and wait: the job's result."""
         return self.submit(job, session).result()
+
+    def start_workers(self) -> None:
+        """Start every worker process now (each imports its preload modules) instead of at the
+        first jobs, so that the first students do not wait for the imports."""
+        if self._pool is not None:
+            for _ in range(self.workers):
+                self._pool.submit(time.sleep, 0.5)
 
     def shutdown(self) -> None:
         """Stop the worker processes (queued jobs are left undone)."""
@@ -343,7 +353,9 @@ def service() -> JobService:
             workers = int(os.environ.get("SOAE_WORKERS", str(os.cpu_count() or 1)))
             heavy = os.environ.get("SOAE_HEAVY_JOBS")
             _SERVICE = JobService(workers, int(heavy) if heavy else None,
-                                  float(os.environ.get("SOAE_BATCH_WINDOW_MS", "30")) / 1000)
+                                  float(os.environ.get("SOAE_BATCH_WINDOW_MS", "30")) / 1000,
+                                  preload=("soae_app.compute",))
+            _SERVICE.start_workers()
         return _SERVICE
 
 

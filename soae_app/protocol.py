@@ -240,3 +240,21 @@ def page_paths(app_file: str | Path) -> dict[str, str]:
             paths = [row[-1] for row in ast.literal_eval(node.value)]
             return {path: "" if position == 0 else path for position, path in enumerate(paths)}
     raise ValueError(f"{app_file} defines no PAGES list")
+
+
+def main() -> None:
+    """``python -m soae_app.protocol [URL]``: a health check of a running server — one session
+    opens every page; prints each page's seconds and errors; exit status 1 if any failed."""
+    import sys
+
+    base = sys.argv[1] if len(sys.argv) > 1 else "http://localhost:8501"
+    pages = page_paths(Path(__file__).resolve().parents[1] / "app.py")
+    runs = asyncio.run(run_sessions(base, [[{"page": request} for request in pages.values()]], timeout_s=300))[0]
+    for path, run in zip(pages, runs):
+        problems = "; ".join(run.exceptions + run.errors)
+        print(f"{path:<22} {run.status:<14} {run.seconds:6.2f} s  {problems}")
+    sys.exit(0 if all(run.clean for run in runs) else 1)
+
+
+if __name__ == "__main__":
+    main()
