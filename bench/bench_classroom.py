@@ -81,6 +81,50 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (the worker pool's processes)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """The server's RSS, its children's RSS, and the proportional set size (PSS: shared pages
+    such as torch's libraries counted once across the processes) of server + children, in MB."""
+    def pss(p: int) -> float:
+        for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    kids = children(pid)
+    return {"server_rss": rss_mb(pid), "workers_rss": sum(rss_mb(k) for k in kids),
+            "total_pss": pss(pid) + sum(pss(k) for k in kids), "workers": len(kids)}
+
+
+SERVER_PID: list[int] = []  # the server under test (set when it starts)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its live children (the worker
+    processes): less sensitive to other jobs on the machine than wall time."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def load() -> float:
     """The 1-minute load average."""
     return round(os.getloadavg()[0], 2)
@@ -125,16 +169,18 @@ def start_server(port: int, server_args: list[str], log: Path) -> subprocess.Pop
 
 
 async def phase(label: str, body) -> dict[str, Any]:
-    before = load()
+    before, cpu_before = load(), cpu_seconds(SERVER_PID[0])
     start = time.perf_counter()
     result = await body
-    result.update(load_before=before, load_after=load(), phase_wall_s=round(time.perf_counter() - start, 2))
+    result.update(load_before=before, load_after=load(), phase_wall_s=round(time.perf_counter() - start, 2),
+                  server_cpu_s=round(cpu_seconds(SERVER_PID[0]) - cpu_before, 2))
     print(f"  {label}: {summary_line(result)}", flush=True)
     return result
 
 
 def summary_line(result: dict[str, Any]) -> str:
-    keys = ("p50_s", "p95_s", "max_s", "wall_s", "efficiency", "errors", "exceptions", "load_after")
+    keys = ("p50_s", "p95_s", "max_s", "wall_s", "efficiency", "cpu_efficiency", "server_cpu_s", "errors",
+            "exceptions", "load_after")
     return " ".join(f"{k}={result[k]:.3g}" if isinstance(result[k], float) else f"{k}={result[k]}"
                     for k in keys if k in result)
 
@@ -144,6 +190,13 @@ async def single(base: str, page: str, query: dict[str, str]) -> dict[str, Any]:
         cold = await session.run(PAGES[page], query)
         warm = await session.run(PAGES[page], query)
     return {"cold_s": cold.seconds, "warm_s": warm.seconds, "cold": stats([cold]), "warm": stats([warm])}
+
+
+def add_cpu_efficiency(burst_result: dict[str, Any], single_result: dict[str, Any], students: int) -> None:
+    """CPU efficiency = N × the single session's server CPU seconds (cold + warm) ÷ the burst's
+    (cold + warm): 1 means concurrency cost no extra CPU. Robust to other jobs on the machine."""
+    if burst_result.get("server_cpu_s"):
+        burst_result["cpu_efficiency"] = round(students * single_result["server_cpu_s"] / burst_result["server_cpu_s"], 3)
 
 
 async def burst(base: str, page: str, queries: list[dict[str, str]], cores: int, single_cold_s: float
@@ -224,6 +277,7 @@ async def arrivals(base: str, pages: list[str], students: int, rate: float, dura
 async def soak(base: str, pid: int, sessions: int, seed: int, concurrency: int = 10) -> dict[str, Any]:
     rng = random.Random(seed)
     rss = {"0": rss_mb(pid)}
+    memory = {"0": memory_mb(pid)}
     runs: list[PageRun] = []
     done = 0
     while done < sessions:
@@ -234,8 +288,9 @@ async def soak(base: str, pid: int, sessions: int, seed: int, concurrency: int =
         done += group
         if done % 100 == 0 or done == sessions:
             rss[str(done)] = rss_mb(pid)
-            print(f"    soak {done} sessions: RSS {rss[str(done)]:.0f} MB", flush=True)
-    result = {"rss_mb": rss, "sessions": sessions, "runs": stats(runs)}
+            memory[str(done)] = memory_mb(pid)
+            print(f"    soak {done} sessions: RSS {rss[str(done)]:.0f} MB; {memory[str(done)]}", flush=True)
+    result = {"rss_mb": rss, "memory_mb": memory, "sessions": sessions, "runs": stats(runs)}
     if "300" in rss:
         result["growth_300_to_last_mb"] = rss[str(sessions)] - rss["300"]
     result.update({k: result["runs"][k] for k in ("p50_s", "p95_s", "errors", "exceptions")})
@@ -251,6 +306,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     log = ROOT / "bench" / "results" / f"{args.name}_server.log"
     server = start_server(port, args.server_arg, log)
+    SERVER_PID[:] = [server.pid]
     result: dict[str, Any] = {"students": args.students, "cores": cores, "server_args": args.server_arg,
                               "scenarios": scenarios, "machine": machine()}
     try:
@@ -288,6 +344,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 queries = cold_images[page][:args.students] if page in IMAGE_PAGES else [{}] * args.students
                 cold_s = result["single"][page]["cold_s"]
                 result["burst"][page] = await phase(f"burst {page}", burst(base, page, queries, cores, cold_s))
+                add_cpu_efficiency(result["burst"][page], result["single"][page], args.students)
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(timeout=60)
@@ -310,6 +367,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if "soak" in scenarios:
             result["soak"] = await phase("soak", soak(base, server.pid, args.soak, args.seed))
         result["rss_end_mb"] = rss_mb(server.pid)
+        result["memory_end_mb"] = memory_mb(server.pid)
     finally:
         stop(server)
     return result
@@ -317,10 +375,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     """The result as a plain-text table: one line per (phase, page)."""
-    lines = [f"{'phase':<10} {'page':<22} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'eff.':>5} {'err':>4} {'load':>5}"]
+    lines = [f"{'phase':<10} {'page':<22} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'eff.':>5} {'cpu-e':>5} {'err':>4} "
+             f"{'load':>5}"]
 
-    def row(phase: str, page: str, s: dict[str, Any], efficiency: float | None = None, load_after=None) -> None:
+    def row(phase: str, page: str, s: dict[str, Any], efficiency: float | None = None, load_after=None,
+            cpu_efficiency: float | None = None) -> None:
         eff = f"{efficiency:5.2f}" if efficiency is not None else "    -"
+        eff += f" {cpu_efficiency:5.2f}" if cpu_efficiency is not None else "     -"
         lines.append(f"{phase:<10} {page:<22} {s['p50_s']:7.2f} {s['p95_s']:7.2f} {s['max_s']:7.2f} {eff} "
                      f"{s['errors'] + s['exceptions'] + s['not_ok']:4d} {load_after if load_after is not None else '':>5}")
 
@@ -328,7 +389,7 @@ def table(result: dict[str, Any]) -> str:
         row("cold", page, r["cold"], load_after=r["load_after"])
         row("warm", page, r["warm"], load_after=r["load_after"])
     for page, r in result.get("burst", {}).items():
-        row("burst", page, r["cold"], r["efficiency"], r["load_after"])
+        row("burst", page, r["cold"], r["efficiency"], r["load_after"], r.get("cpu_efficiency"))
         row("burst-wm", page, r["warm"], load_after=r["load_after"])
     if "same" in result:
         row("same", "attack-lab", result["same"]["cold"], result["same"]["efficiency"], result["same"]["load_after"])

@@ -1,18 +1,25 @@
-"""The app's computations, cached and queued.
+"""Every page's computations, cached and queued.
 
 Models are loaded once per process and shared by every browser tab (``st.cache_resource``): they
 are in eval mode with frozen parameters, and the library only takes input gradients
 (``torch.autograd.grad``/``torch.func``), so concurrent sessions cannot disturb each other. The
-sidebar's predictions and cheap look-ups use them in the script thread.
+sidebar's predictions use them in the script thread.
 
-Attacks and the analyses run in the job service (:mod:`soae_app.jobs`): worker processes, one
-queue, identical requests from different sessions computed once, results kept (LRU) and keyed on
-every argument — a rerun with the same model, image, label and settings costs a dictionary
-look-up. Each attack is its own job, so changing a setting only SOAE uses (η, τ, …) does not
-rerun the baselines, and vice versa; batchable attacks of several sessions run as one call.
+Everything heavier runs in the worker pool (:mod:`soae_app.worker_pool`): worker processes behind
+one queue, so 30 students' computations do not fight over the server's GIL. Results are kept
+(LRU) keyed on the function and every argument, the model by name and weights version: a rerun
+with the same model, image, label and settings costs a dictionary look-up, and identical
+requests from different sessions are computed once. Each attack is its own job, so changing a
+setting only SOAE uses (η, τ, …) does not rerun the baselines, and vice versa; the attacks of one
+Attack Lab run are submitted together and run side by side, and batchable attacks of several
+sessions run as one batched call. Compare units are *heavy* jobs under admission control: a
+stopped run resumes where it stopped, and any session asking for the same unit gets it without
+recomputing.
 
 A model is keyed by name, dtype and its weights file's size and modification time, so a
-retrained checkpoint is picked up without restarting the app.
+retrained checkpoint is picked up without restarting the app. Every computation on a model has
+one shape (:mod:`soae_app.compute`): ``compute(model, *args)``, called here as
+``cache.compute(info, *args)`` through :func:`per_model`. Images arrive as NumPy (C, H, W) in [0, 1].
 """
 
 from __future__ import annotations
@@ -23,20 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 from torch import nn
 
-from soae_app import compute, jobs
-from soae_core import krylov_diagnostics
-from soae_core.app_settings import DEFAULT_SETTINGS, AttackSettings
+from soae_app import compute, worker_pool
+from soae_core.analysis import attack_lab, how_soae_works, jobs, krylov_inspector
+from soae_core.analysis.common import image_batch
+from soae_core.analysis.settings import AttackSettings
 from soae_core.data import SampleSet, load_photo, load_samples
-from soae_core.lab import AttackOutcome, IterationView, batchable
 from soae_core.models import ModelInfo, load_model
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def weights_version(info: ModelInfo) -> str:
@@ -50,7 +54,7 @@ def weights_version(info: ModelInfo) -> str:
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
 def _model(name: str, dtype_name: str, version: str) -> nn.Module:
     del version  # part of the cache key only
-    return load_model(name, dtype=_DTYPES[dtype_name])
+    return load_model(name, dtype=compute.DTYPES[dtype_name])
 
 
 def model(info: ModelInfo, dtype_name: str = "float32") -> nn.Module:
@@ -70,6 +74,7 @@ def photo(name: str, input_shape: tuple[int, int, int]) -> np.ndarray:
     return load_photo(name, input_shape)[0].numpy()
 
 
+# ---------------------------------------------------------------------------------- the worker pool
 def spec(info: ModelInfo, dtype_name: str = "float32") -> compute.ModelSpec:
     """How a job names ``info``'s model (see :class:`soae_app.compute.ModelSpec`)."""
     path = str(info.weights_path) if info.weights_path is not None else None
@@ -82,7 +87,14 @@ def session() -> str | None:
     return ctx.session_id if ctx is not None else None
 
 
-def wait_for(tickets: list[jobs.Ticket], what: str, show: Callable[[str], None] | None = None) -> list[Any]:
+def job(fn: Callable[..., Any], specs: tuple[compute.ModelSpec, ...], args: tuple, heavy: bool = False,
+        batch: worker_pool.Batch | None = None) -> worker_pool.Job:
+    """The pool's job for ``fn(*models of specs, *args)`` (a function of :mod:`soae_app.compute`)."""
+    return worker_pool.Job(key=compute.job_key(fn, specs, args), fn=compute.with_models, args=(fn, specs, args),
+                           kind=fn.__qualname__, heavy=heavy, batch=batch)
+
+
+def wait_for(tickets: list[worker_pool.Ticket], what: str, show: Callable[[str], None] | None = None) -> list[Any]:
     """The tickets' results, in order. While they wait, says so on the page — the place in the
     queue and an estimate — through ``show(text)`` if given (e.g. a progress bar's text), else in
     a caption that disappears when done. Touching the page every 0.25 s lets Streamlit interrupt
@@ -111,70 +123,110 @@ def wait_for(tickets: list[jobs.Ticket], what: str, show: Callable[[str], None] 
                 pass
 
 
-def run(fn: Callable[..., Any], specs: tuple[compute.ModelSpec, ...], args: tuple, what: str,
-        heavy: bool = False) -> Any:
-    """``fn(*models, *args)`` in the job service (worker processes; shared and cached across
-    sessions by its arguments), waiting as :func:`wait_for` does."""
-    job = jobs.Job(key=compute.job_key(fn, specs, args), fn=compute.with_models, args=(fn, specs, args),
-                   kind=f"{fn.__module__}.{fn.__qualname__}", heavy=heavy)
-    return wait_for([jobs.service().submit(job, session())], what)[0]
+def per_model(fn: Callable[..., Any], dtypes: tuple[str, ...] = ("float32",), what: str = "",
+              heavy: bool = False) -> Callable[..., Any]:
+    """``fn(*models, *args)`` of :mod:`soae_app.compute` as ``f(info, *args)``: run in the worker
+    pool on the copies ``dtypes`` of ``info``'s model, cached and shared by its arguments."""
+    def on_model(info: ModelInfo, *args: Any) -> Any:
+        ticket = worker_pool.service().submit(job(fn, tuple(spec(info, d) for d in dtypes), args, heavy), session())
+        return wait_for([ticket], what or fn.__name__.replace("_", " "))[0]
+
+    on_model.__name__, on_model.__qualname__, on_model.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+    return on_model
 
 
-def attack_job(info: ModelInfo, image: np.ndarray, label: int, name: str, settings: AttackSettings) -> jobs.Job:
-    """The job of attack ``name`` on the image (C, H, W): keyed on the attack's own keyword
-    arguments only, and batched with other sessions' images when the attack allows it."""
-    kwargs = settings.attack_kwargs(name, info.dataset)
-    request = compute.AttackRequest(spec(info), np.ascontiguousarray(image, dtype=np.float32), int(label), name,
-                                    kwargs)
-    key = compute.job_key(compute.attack, (request.spec,), (request.image, request.label, name, kwargs))
+# ---------------------------------------------------------------------------------- Attack Lab
+def attack_job(info: ModelInfo, image: np.ndarray, label: int, name: str, kwargs: dict[str, Any]) -> worker_pool.Job:
+    """The job of attack ``name`` with ``kwargs`` on the image (C, H, W): keyed on the attack's
+    own arguments only, and batched with other sessions' images when the attack allows it
+    (:func:`soae_core.analysis.attack_lab.batchable`; SOAE_BATCHING=0 switches batching off)."""
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    request = compute.AttackRequest(spec(info), image, int(label), name, kwargs)
     batch = None
-    if jobs.batching_enabled() and batchable(name, kwargs, torch.float32):
-        batch = jobs.Batch(key=(request.spec, name, repr(sorted(kwargs.items())), request.image.shape),
-                           fn=compute.attack_batch, member=request)
-    return jobs.Job(key=key, fn=compute.attack, args=(request,), kind=f"attack:{name}", batch=batch)
-
-
-def attacks(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings
-            ) -> list[tuple[AttackOutcome, list[IterationView]]]:
-    """Every attack of the settings (SOAE first) on the image, submitted at once so that they
-    run side by side on the workers: one (outcome, SOAE views) per attack."""
-    current = session()
-    tickets = [jobs.service().submit(attack_job(info, image, label, name, settings), current)
-               for name in settings.attack_names]
-    return wait_for(tickets, ", ".join(settings.attack_names))
+    if worker_pool.batching_enabled() and attack_lab.batchable(name, kwargs, torch.float32):
+        batch = worker_pool.Batch(key=(request.spec, name, repr(sorted(kwargs.items())), image.shape),
+                                  fn=compute.attack_batch, member=request)
+    return job(compute.attack, (request.spec,), (image, request.label, name, kwargs), batch=batch)
 
 
 def attack(info: ModelInfo, image: np.ndarray, label: int, name: str,
-           settings: AttackSettings) -> tuple[AttackOutcome, list[IterationView]]:
-    """``soae_core.lab.run_attack`` of attack ``name`` on the image (C, H, W), cached on the
-    attack's own keyword arguments only."""
-    return wait_for([jobs.service().submit(attack_job(info, image, label, name, settings), session())], name)[0]
+           kwargs: dict[str, Any]) -> tuple[attack_lab.AttackOutcome, list[attack_lab.IterationView]]:
+    """:func:`soae_core.analysis.attack_lab.run_attack` of attack ``name`` with keyword arguments
+    ``kwargs`` on the image, cached on the attack's own arguments only."""
+    return wait_for([worker_pool.service().submit(attack_job(info, image, label, name, kwargs), session())], name)[0]
 
 
-def _image(image: np.ndarray, dtype_name: str = "float32") -> torch.Tensor:
-    return compute.tensor(image, dtype_name)
+def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings,
+            on_attack: Callable[[str], None] | None = None) -> attack_lab.LabRun:
+    """:func:`soae_core.analysis.attack_lab.run_lab` on the image. Every attack is submitted to
+    the pool first, so they run side by side; ``run_lab`` then collects them in order."""
+    current = session()
+    tickets = {name: worker_pool.service().submit(
+        attack_job(info, image, label, name, settings.attack_kwargs(name, info.dataset)), current)
+        for name in settings.attack_names}
+
+    def run(name: str, kwargs: dict[str, Any]) -> tuple[attack_lab.AttackOutcome, list[attack_lab.IterationView]]:
+        return wait_for([tickets[name]], name)[0]
+
+    try:
+        return attack_lab.run_lab(model(info), image_batch(image), label, settings, info.dataset, info.class_names,
+                                  run=run, on_attack=on_attack)
+    finally:
+        for ticket in tickets.values():
+            ticket.cancel()  # interrupted: drop what nobody else waits for
+
+
+# ---------------------------------------------------------------------------------- Krylov Inspector
+_krylov_history = per_model(compute.krylov_history, what="SOAE with true residuals")
 
 
 def krylov_history(info: ModelInfo, image: np.ndarray, label: int,
-                   settings: AttackSettings) -> list[krylov_diagnostics.KrylovRecord]:
+                   settings: AttackSettings) -> list[krylov_inspector.KrylovRecord]:
     """GMRES records of every SOAE outer iteration (with true residuals), cached on SOAE's settings."""
-    soae_only = dataclasses.replace(settings, baselines=())
-    return run(krylov_diagnostics.krylov_history, (spec(info),), (_image(image), label, soae_only), "SOAE")
+    return _krylov_history(info, image, label, dataclasses.replace(settings, baselines=()))
 
 
-def hessian_spectrum(info: ModelInfo, image: np.ndarray, label: int, max_dim: int) -> krylov_diagnostics.Spectrum:
-    """Ritz values of the exact input Hessian (float64 copy of the model), cached per input."""
-    return run(krylov_diagnostics.hessian_spectrum, (spec(info, "float64"),),
-               (_image(image, "float64"), label, max_dim), "Arnoldi")
+hessian_spectrum = per_model(compute.hessian_spectrum, dtypes=("float64",), what="Arnoldi")
+fd_accuracy = per_model(compute.fd_accuracy, dtypes=("float32", "float64"), what="Products over η")
+tau_table = per_model(compute.tau_table, what="GMRES at the smallest τ")
 
 
-def fd_accuracy(info: ModelInfo, image: np.ndarray, label: int) -> pd.DataFrame:
-    """Finite-difference vs exact Hessian-vector product error over η (every η at once), cached per input."""
-    return run(krylov_diagnostics.fd_accuracy_sweep, (spec(info), spec(info, "float64")), (_image(image), label),
-               "Products over η")
+# ---------------------------------------------------------------------------------- How SOAE works
+@st.cache_resource(show_spinner="Training the 2-D toy classifier…")
+def toy_classifier(activation: str) -> how_soae_works.ToyClassifier:
+    """The 2-D toy classifier (trained once per process, shared, frozen)."""
+    return how_soae_works.toy_classifier(activation)
 
 
-def tau_table(info: ModelInfo, image: np.ndarray, label: int, eta: float, max_dim: int) -> pd.DataFrame:
-    """m(τ) for the finite-difference (step η) and exact products at the image, cached per input."""
-    settings = dataclasses.replace(DEFAULT_SETTINGS, eta=eta)
-    return run(compute.tau_table, (spec(info),), (_image(image), label, settings, max_dim), "GMRES at the smallest τ")
+@st.cache_data(show_spinner=False, max_entries=8)
+def toy_grid(activation: str, label: int, resolution: int) -> how_soae_works.LossGrid:
+    """Loss of class ``label`` and decision regions of the toy on the unit square."""
+    return how_soae_works.loss_grid(toy_classifier(activation).model, label, resolution)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def toy_step(activation: str, point: tuple[float, float], label: int, eps: float) -> how_soae_works.ToyStep:
+    """:func:`soae_core.analysis.how_soae_works.second_order_step` at ``point``."""
+    return how_soae_works.second_order_step(toy_classifier(activation).model, point, label, eps=eps)
+
+
+loss_landscape = per_model(compute.loss_landscape, what="Loss landscape")
+
+# ---------------------------------------------------------------------------------- Perturbation Anatomy
+anatomy = per_model(compute.anatomy, what="Anatomy")
+spatial_layers = per_model(compute.spatial_layers, what="Layers")
+
+
+# ---------------------------------------------------------------------------------- Compare & Sweeps, Models
+def compare_ticket(info: ModelInfo, dataset: str, unit: jobs.Job, start: int, stop: int) -> worker_pool.Ticket:
+    """A ticket for ``unit`` on the bundled images of ``dataset`` at positions start..stop of the
+    class-balanced order (:func:`soae_core.analysis.jobs.image_order`): a heavy job under the
+    pool's admission control, shared with every session asking for the same unit."""
+    return worker_pool.service().submit(job(compute.compare_batch, (spec(info),), (dataset, unit, start, stop),
+                                            heavy=True), session())
+
+
+def compare_batch(info: ModelInfo, dataset: str, unit: jobs.Job, start: int, stop: int,
+                  show: Callable[[str], None] | None = None) -> jobs.BatchOutcome:
+    """The unit of :func:`compare_ticket`, waited for (its place in the queue goes to ``show``)."""
+    return wait_for([compare_ticket(info, dataset, unit, start, stop)], unit.label, show)[0]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import tiny_cnn
-from soae_core.app_settings import DEFAULT_SETTINGS
+from soae_core.analysis.settings import DEFAULT_SETTINGS
 from soae_core.data import load_samples
-from soae_core.lab import batchable, run_attack, run_attack_batch
+from soae_core.analysis.attack_lab import batchable, run_attack, run_attack_batch
 from soae_core.models import load_model
 
 

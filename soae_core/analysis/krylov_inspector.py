@@ -16,14 +16,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from soae_core.app_settings import AttackSettings
+from soae_core.analysis.common import check_single_image
+from soae_core.analysis.settings import AttackSettings
 from soae_core.attacks.soae import SOAE
+from soae_core.defaults import FD_ACCURACY_ETAS, TAU_CHOICES
 from soae_core.hvp import hvp_central_difference, hvp_exact, hvp_forward_difference, input_gradient
 from soae_core.krylov import GMRESResult, gmres
-from soae_core.validation import check_images, check_int, check_open_interval, check_positive
-
-DEFAULT_ETAS: tuple[float, ...] = tuple(10.0 ** -k for k in range(1, 11))
-DEFAULT_TAUS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-8)
+from soae_core.models import ModelInfo
+from soae_core.validation import check_int, check_open_interval, check_positive
 
 
 @dataclass
@@ -52,18 +52,11 @@ def record_from_gmres(result: GMRESResult, iteration: int, sample: int = 0) -> K
                         ritz_values=result.ritz_values(sample).numpy())
 
 
-def _label_tensor(image: torch.Tensor, label: int) -> torch.Tensor:
-    check_images(image, "image")
-    if image.shape[0] != 1:
-        raise ValueError(f"image must hold exactly one image (1, C, H, W), got shape {tuple(image.shape)}")
-    return torch.tensor([check_int("label", label, minimum=0)], dtype=torch.long, device=image.device)
-
-
 def krylov_history(model: nn.Module, image: torch.Tensor, label: int, settings: AttackSettings) -> list[KrylovRecord]:
     """Run SOAE with ``settings`` on one image, recording true residuals too; one record per
     outer iteration. (True residuals cost one extra product per Krylov step, so this run's
     gradient count is not the attack's: the Attack Lab runs without them.)"""
-    y = _label_tensor(image, label)
+    y = check_single_image(model, image, label)
     result = SOAE(model, **settings.soae_kwargs(), true_residual=True, keep_images=False)(image, y)
     return [record_from_gmres(it.krylov, index) for index, it in enumerate(result.trace.iterations, start=1)]
 
@@ -92,7 +85,7 @@ def hessian_spectrum(model: nn.Module, image: torch.Tensor, label: int, max_dim:
     network adds a full-rank, indefinite term: m runs to ``max_dim``, negative values appear.
     Use a float64 model for a clean breakdown test.
     """
-    y = _label_tensor(image, label)
+    y = check_single_image(model, image, label)
     max_dim = check_int("max_dim", max_dim, minimum=1)
     with torch.no_grad():
         num_classes = int(model(image).shape[1])
@@ -114,7 +107,7 @@ def _relative_error(product: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def fd_accuracy_sweep(model32: nn.Module, model64: nn.Module, image: torch.Tensor, label: int,
-                      etas: tuple[float, ...] = DEFAULT_ETAS) -> pd.DataFrame:
+                      etas: tuple[float, ...] = FD_ACCURACY_ETAS) -> pd.DataFrame:
     """Relative error ‖Hv_fd − Hv‖/‖Hv‖ of finite-difference products against the exact one.
 
     v is the input gradient at the image (the paper's first product, Hg). The reference Hv is
@@ -126,7 +119,7 @@ def fd_accuracy_sweep(model32: nn.Module, model64: nn.Module, image: torch.Tenso
     Returns a DataFrame with columns eta, scheme ("forward"/"central"), dtype, relative_error
     (NaN where the product is not finite or the exact product is zero).
     """
-    y = _label_tensor(image, label)
+    y = check_single_image(model64, image.double(), label)
     etas = tuple(check_positive("etas", eta) for eta in etas)
     x64 = image.detach().double()
     _, v = input_gradient(model64, x64, y)
@@ -160,7 +153,7 @@ def m_for_tau(record: KrylovRecord, tau: float) -> tuple[int, str]:
 
 
 def tau_to_m_table(model: nn.Module, image: torch.Tensor, label: int, settings: AttackSettings,
-                   taus: tuple[float, ...] = DEFAULT_TAUS, max_dim: int = 100) -> pd.DataFrame:
+                   taus: tuple[float, ...] = TAU_CHOICES, max_dim: int = 100) -> pd.DataFrame:
     """m(τ) in the first outer iteration of SOAE at the image, for the finite-difference (with
     ``settings.eta``) and the exact product.
 
@@ -168,16 +161,38 @@ def tau_to_m_table(model: nn.Module, image: torch.Tensor, label: int, settings: 
     Returns a DataFrame indexed by τ with columns "m (finite difference)", "stop (finite
     difference)", "m (exact)", "stop (exact)".
     """
-    y = _label_tensor(image, label)
+    y = check_single_image(model, image, label)
     taus = tuple(sorted((check_open_interval("taus", t, 0.0, 1.0) for t in taus), reverse=True))
     max_dim = check_int("max_dim", max_dim, minimum=1)
     table = pd.DataFrame(index=pd.Index(taus, name="τ"))
     for label_text, mode in (("finite difference", "finite_difference"), ("exact", "exact")):
         run_settings = dataclasses.replace(settings, hvp=mode, tau=min(taus), max_krylov=max_dim)
         attack = SOAE(model, **run_settings.soae_kwargs())
-        _, _, _, result, _ = attack.direction(image.detach(), y)
-        record = record_from_gmres(result, iteration=1)
+        record = record_from_gmres(attack.direction(image.detach(), y).krylov, iteration=1)
         found = [m_for_tau(record, tau) for tau in taus]
         table[f"m ({label_text})"] = [m for m, _ in found]
         table[f"stop ({label_text})"] = [reason for _, reason in found]
     return table
+
+
+def error_at(table: pd.DataFrame, eta: float, scheme: str = "forward", dtype: str = "float32") -> float | None:
+    """The relative error :func:`fd_accuracy_sweep` found for one (η, scheme, dtype); None if η
+    is not in the table. Default: the product SOAE's finite-difference mode computes."""
+    rows = table[(table["scheme"] == scheme) & (table["dtype"] == dtype) & (table["eta"] == eta)]
+    return float(rows["relative_error"].iloc[0]) if len(rows) else None
+
+
+def best_error(table: pd.DataFrame, dtype: str = "float64") -> float:
+    """The smallest relative error over every η and scheme of ``dtype`` in a :func:`fd_accuracy_sweep` table."""
+    return float(table[table["dtype"] == dtype]["relative_error"].min())
+
+
+# Above this relative error (at the best η, in float64) no finite difference is accurate here.
+INACCURATE_FD_ERROR = 0.1
+
+
+def comparison_models(info: ModelInfo, infos: list[ModelInfo]) -> list[ModelInfo]:
+    """The available models of ``info``'s dataset other than ``info`` whose spectrum is worth
+    setting beside its own: models of the other kind (smooth vs ReLU) first."""
+    twins = [m for m in infos if m.available and m.dataset == info.dataset and m.name != info.name]
+    return sorted(twins, key=lambda m: ("smooth" in m.architecture) == ("smooth" in info.architecture))

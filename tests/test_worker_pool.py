@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from soae_app.jobs import Batch, Cancelled, Job, JobService, _Entry
+from soae_app.worker_pool import Batch, Cancelled, Job, JobService, _Entry
 
 
 def square_all(members: list) -> list:
