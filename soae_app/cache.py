@@ -113,6 +113,9 @@ def wait_for(tickets: list[worker_pool.Ticket], what: str, show: Callable[[str],
                 slot = slot or st.empty()
                 slot.caption(text)
         return [ticket.result() for ticket in tickets]
+    except worker_pool.WorkerLost as error:  # not the student's fault: say so, never a traceback
+        st.error(f"{what}: {error}.")
+        st.stop()
     finally:
         for ticket in tickets:
             ticket.cancel()  # a no-op once done

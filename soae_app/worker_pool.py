@@ -34,12 +34,17 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
 
 class Cancelled(Exception):
     """The ticket was cancelled before its result arrived."""
+
+
+class WorkerLost(RuntimeError):
+    """The worker process computing the job stopped (killed, out of memory); try again."""
 
 
 @dataclass(frozen=True)
@@ -162,9 +167,9 @@ class JobService:
         self._seconds: dict[str, float] = {}
         self.stats = collections.Counter()
         self._pool = None
+        self._preload = preload
         if workers:
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(preload,))
+            self._pool = self._new_pool()
             self._dispatcher = threading.Thread(target=self._dispatch_loop, name="soae-jobs", daemon=True)
             self._dispatcher.start()
 
@@ -201,6 +206,10 @@ class JobService:
     def run(self, job: Job, session: Hashable = None) -> Any:
         """Submit and wait: the job's result."""
         return self.submit(job, session).result()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(self._preload,))
 
     def start_workers(self) -> None:
         """Start every worker process now (each imports its preload modules) instead of at the
@@ -319,23 +328,39 @@ class JobService:
 
     def _launch(self, entries: list[_Entry]) -> None:
         start = time.perf_counter()
-        if len(entries) == 1:
-            future = self._pool.submit(_call, entries[0].job.fn, entries[0].job.args)
-        else:
-            batch = entries[0].job.batch
-            future = self._pool.submit(batch.fn, [e.job.batch.member for e in entries])
-            self.stats["batched calls"] += 1
-            self.stats["batched jobs"] += len(entries)
+        try:
+            if len(entries) == 1:
+                future = self._pool.submit(_call, entries[0].job.fn, entries[0].job.args)
+            else:
+                batch = entries[0].job.batch
+                future = self._pool.submit(batch.fn, [e.job.batch.member for e in entries])
+                self.stats["batched calls"] += 1
+                self.stats["batched jobs"] += len(entries)
+        except BrokenProcessPool as error:  # a worker died (e.g. killed for memory): start afresh
+            self._restart(error, entries)
+            return
 
         def finished(done: Future) -> None:
             try:
                 value = done.result()
                 outcomes = [value] if len(entries) == 1 else list(value)
+            except BrokenProcessPool as error:
+                self._restart(error, entries)
+                return
             except Exception as error:  # noqa: BLE001 - the call itself failed: every member gets it
                 outcomes = [error] * len(entries)
             self._finish(entries, outcomes, time.perf_counter() - start)
 
         future.add_done_callback(finished)
+
+    def _restart(self, error: BaseException, entries: list[_Entry]) -> None:
+        """A worker process died: its jobs fail with a clear message, a new pool takes the queue."""
+        with self._lock:
+            broken, self._pool = self._pool, self._new_pool()
+            self.stats["pool restarts"] += 1
+        broken.shutdown(wait=False, cancel_futures=True)
+        failure = WorkerLost(f"a worker process stopped while computing this ({error}); please try again")
+        self._finish(entries, [failure] * len(entries), 0.0)
 
 
 _SERVICE: JobService | None = None

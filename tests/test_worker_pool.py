@@ -3,12 +3,13 @@ session, batching (bad members fail alone) and no batching wait on an idle serve
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
-from soae_app.worker_pool import Batch, Cancelled, Job, JobService, _Entry
+from soae_app.worker_pool import Batch, Cancelled, Job, JobService, WorkerLost, _Entry
 
 
 def square_all(members: list) -> list:
@@ -126,3 +127,15 @@ def test_inline_service_without_workers_runs_in_the_callers_thread():
     assert service.run(Job(key="p", fn=pow, args=(2, 10))) == 1024
     with pytest.raises(ValueError, match="member must be a number"):
         service.run(batched("y"))
+
+
+def test_a_dead_worker_fails_its_job_with_a_message_and_the_pool_recovers():
+    service = JobService(workers=1)
+    try:
+        crashed = service.submit(Job(key="die", fn=os._exit, args=(3,)))
+        with pytest.raises(WorkerLost, match="worker process stopped"):
+            crashed.result(timeout_s=60)
+        assert service.run(Job(key="after", fn=pow, args=(3, 3))) == 27
+        assert service.stats["pool restarts"] == 1
+    finally:
+        service.shutdown()
