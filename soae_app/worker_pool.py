@@ -6,7 +6,9 @@ of the speed of the same loads one after another). Here computations run in ``wo
 (default: one per core) and script threads only wait. The rules:
 
 - **Bounded**: at most ``workers`` computations at once; the rest wait in one queue, interactive
-  jobs (an Attack Lab attack) before heavy ones (a Compare unit), first come first served.
+  jobs (an Attack Lab attack) before heavy ones (a Compare unit). Interactive jobs go shortest
+  expected first (the running mean of their kind), aged by their wait, so a quick Attack Lab
+  request does not queue behind a slow Krylov analysis; heavy jobs first come first served.
 - **Admission control**: at most ``heavy_slots`` heavy jobs run at once; each session has at most
   one heavy job queued or running (its next one replaces it in the queue).
 - **Shared**: a job whose key equals one queued or running joins it; all its waiters get the
@@ -224,15 +226,25 @@ class JobService:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- bookkeeping -------------------------------------------------------------------
+    def _ordered(self, now: float) -> list[_Entry]:
+        """The queue in dispatch order: interactive jobs first, the shortest expected first with
+        ageing (expected seconds of its kind minus seconds waited, so a long job is not passed
+        forever), then heavy jobs first come first served."""
+        interactive = sorted((e for e in self._queue if not e.job.heavy),
+                             key=lambda e: self._seconds.get(e.job.kind, 1.0) - (now - e.queued_at))
+        return interactive + [e for e in self._queue if e.job.heavy]
+
     def _position(self, entry: _Entry) -> int | None:
         with self._lock:
             if entry.running:
                 return 0
-            return self._queue.index(entry) + 1 if entry in self._queue else None
+            order = self._ordered(time.monotonic())
+            return order.index(entry) + 1 if entry in order else None
 
     def _estimate(self, entry: _Entry) -> float:
         with self._lock:
-            ahead = self._queue[:self._queue.index(entry)] if entry in self._queue else []
+            order = self._ordered(time.monotonic())
+            ahead = order[:order.index(entry)] if entry in order else []
             own = self._seconds.get(entry.job.kind, 1.0)
             work = sum(self._seconds.get(e.job.kind, 1.0) for e in ahead + self._running)
             return own + work / max(self.workers, 1)
@@ -296,8 +308,7 @@ class JobService:
     def _next(self, now: float) -> tuple[list[_Entry], float | None]:
         """The entries to dispatch now (one job or one batch), or ([], seconds to wait)."""
         heavy_running = sum(e.job.heavy for e in self._running)
-        candidates = [e for e in self._queue if not e.job.heavy] + \
-                     ([e for e in self._queue if e.job.heavy] if heavy_running < self.heavy_slots else [])
+        candidates = [e for e in self._ordered(now) if not e.job.heavy or heavy_running < self.heavy_slots]
         if not candidates:
             return [], None
         entry = candidates[0]

@@ -139,3 +139,17 @@ def test_a_dead_worker_fails_its_job_with_a_message_and_the_pool_recovers():
         assert service.stats["pool restarts"] == 1
     finally:
         service.shutdown()
+
+
+def test_quick_jobs_pass_slow_ones_until_the_slow_one_has_waited_its_length():
+    service = JobService(workers=0)
+    service._seconds = {"slow": 10.0, "fast": 0.5}  # running means of the two kinds
+    slow = _Entry(Job(key="s", fn=pow, kind="slow"), queued_at=100.0)
+    fast = _Entry(Job(key="f", fn=pow, kind="fast"), queued_at=101.0)
+    heavy = _Entry(Job(key="h", fn=pow, kind="fast", heavy=True), queued_at=90.0)
+    service._queue += [heavy, slow, fast]
+    assert service._next(101.0) == ([fast], None)  # shortest expected first; heavy work last
+    late = _Entry(Job(key="f2", fn=pow, kind="fast"), queued_at=111.0)
+    service._queue[:] = [heavy, slow, late]
+    assert service._next(111.0) == ([slow], None)  # 11 s of waiting outweigh its 9.5 s handicap
+    assert service._ordered(111.0) == [slow, late, heavy]
