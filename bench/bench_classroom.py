@@ -22,7 +22,12 @@ shipped ``.streamlit/config.toml`` plus any ``--server-arg``), then drives sessi
   on a model nobody has used yet (cold for every image).
 
 Errors count ``exception`` elements and ``st.error`` alerts. Every number comes with the load
-average before and after its phase (the machine is shared): compare ratios within one run.
+average before and after its phase (the machine is shared): compare ratios within one run. Each
+phase also records the CPU seconds the server and its worker processes spent (``server_cpu_s``);
+a burst's ``cpu_efficiency`` = N × one student's CPU seconds ÷ the burst's, which other jobs on
+the machine barely move. Memory: the server's RSS, and the PSS of server + workers (shared
+libraries counted once). ``--profile`` runs py-spy on the server and its workers during each
+burst (``pip install py-spy`` into the venv) and stores the shares of the usual suspects.
 
 Run: ``.venv/bin/python bench/bench_classroom.py [--students 30] [--scenarios single,burst,arrivals,soak]
 [--burst-pages attack-lab,...] [--server-arg=--runner.postScriptGC=false] [--name classroom]``;
