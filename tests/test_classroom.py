@@ -33,13 +33,15 @@ def shown(run: PageRun) -> list[tuple[str, str]]:
             if not key.endswith(":empty") and "waiting in the queue" not in text and ": running —" not in text]
 
 
-def serve_and_run(scripts: list[list[dict]], start_together: bool) -> list[list[PageRun]]:
+def serve_and_run(waves: list[list[list[dict]]]) -> list[list[PageRun]]:
+    """On a fresh server: each wave's sessions at once (one script per session), the waves one
+    after another. Returns every session's runs, in order."""
     port = free_port()
     server = start_streamlit(port)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_healthy(base, server, timeout_s=300)
-        return asyncio.run(run_sessions(base, scripts, start_together=start_together, timeout_s=600))
+        return [runs for wave in waves for runs in asyncio.run(run_sessions(base, wave, timeout_s=600))]
     finally:
         stop(server)
 
@@ -49,8 +51,7 @@ def together() -> list[list[PageRun]]:
     """Five students on five images, every page, all at once — plus one student whose URL holds
     malformed values, at the same moment."""
     malformed = {"eps": "banana", "N": "-3", "hvp": "<script>", "cls": "Nope", "ex": "99", "tau": "1e999"}
-    return serve_and_run([visit_every_page(q) for q in STUDENTS] + [visit_every_page(malformed)],
-                         start_together=True)
+    return serve_and_run([[visit_every_page(q) for q in STUDENTS] + [visit_every_page(malformed)]])
 
 
 def test_five_concurrent_sessions_over_every_page_have_no_exception_or_error(together):
@@ -62,7 +63,7 @@ def test_five_concurrent_sessions_over_every_page_have_no_exception_or_error(tog
 
 
 def test_concurrent_sessions_see_what_a_lone_session_sees(together):
-    alone = serve_and_run([[step for q in STUDENTS for step in visit_every_page(q)]], start_together=False)[0]
+    alone = [run for runs in serve_and_run([[visit_every_page(q)] for q in STUDENTS]) for run in runs]  # one by one
     concurrent = [run for runs in together[:len(STUDENTS)] for run in runs]
     assert len(alone) == len(concurrent)
     for lone, busy in zip(alone, concurrent):
