@@ -160,16 +160,18 @@ def attack(info: ModelInfo, image: np.ndarray, label: int, name: str,
 
 
 def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings,
-            on_attack: Callable[[str], None] | None = None) -> attack_lab.LabRun:
+            on_attack: Callable[[str], None] | None = None,
+            show: Callable[[str], None] | None = None) -> attack_lab.LabRun:
     """:func:`soae_core.analysis.attack_lab.run_lab` on the image. Every attack is submitted to
-    the pool first, so they run side by side; ``run_lab`` then collects them in order."""
+    the pool first, so they run side by side; ``run_lab`` then collects them in order. While
+    one waits, ``show(text)`` gets its place in the queue (see :func:`wait_for`)."""
     current = session()
     tickets = {name: worker_pool.service().submit(
         attack_job(info, image, label, name, settings.attack_kwargs(name, info.dataset)), current)
         for name in settings.attack_names}
 
     def run(name: str, kwargs: dict[str, Any]) -> tuple[attack_lab.AttackOutcome, list[attack_lab.IterationView]]:
-        return wait_for([tickets[name]], name)[0]
+        return wait_for([tickets[name]], name, show)[0]
 
     try:
         return attack_lab.run_lab(model(info), image_batch(image), label, settings, info.dataset, info.class_names,
