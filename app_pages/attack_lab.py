@@ -25,11 +25,12 @@ selection = ready_selection()
 
 def compute_run(selection: Selection) -> LabRun:
     """``run_lab`` on the image (every attack cached on its own), shown with a status box while
-    something actually runs."""
+    something actually runs; its label says when the attacks wait in the queue."""
     box = st.empty()
     with box.status(f"Running {', '.join(selection.settings.attack_names)} on {selection.info.name}…") as status:
         run = cache.lab_run(selection.info, selection.image, selection.label, selection.settings,
-                            on_attack=lambda name: status.write(f"{name}…"))
+                            on_attack=lambda name: status.write(f"{name}…"),
+                            show=lambda text: status.update(label=text))
     box.empty()
     return run
 

@@ -90,12 +90,15 @@ def run_jobs(tasks: list[Task], n: int, area: str, batch_size: int = 25, autosta
         bar = st.progress(0.0)
         stop_slot = st.empty()
         stop_slot.button("Stop", key=f"{area}::stop", on_click=_press, args=(f"{area}::stopped", run),
-                         help="Stops after the batch in progress; finished batches are kept.")
+                         help="Stops after the batch in progress (a batch still waiting in the queue is dropped); "
+                              "finished batches are kept.")
         for k, (info, job, start, stop) in enumerate(todo):
-            finished = len(units) - len(todo) + k
-            bar.progress(finished / len(units),
-                         text=f"{job.label}: images {start + 1}–{stop} of {n} (batch {finished + 1} of {len(units)})")
-            done[(job.label, start)] = cache.compare_batch(info, info.dataset, job, start, stop)
+            fraction = (len(units) - len(todo) + k) / len(units)
+            where = f"images {start + 1}–{stop} of {n} (batch {len(units) - len(todo) + k + 1} of {len(units)})"
+            bar.progress(fraction, text=f"{job.label}: {where}")
+            done[(job.label, start)] = cache.compare_batch(
+                info, info.dataset, job, start, stop,
+                show=lambda text, fraction=fraction, where=where: bar.progress(fraction, text=f"{text} · {where}"))
         bar.empty()
         stop_slot.empty()
 

@@ -1,23 +1,31 @@
-"""Streamlit caches of every page.
+"""Every page's computations, cached and queued.
 
 Models are loaded once per process and shared by every browser tab (``st.cache_resource``): they
 are in eval mode with frozen parameters, and the library only takes input gradients
-(``torch.autograd.grad``/``torch.func``), so concurrent sessions cannot disturb each other.
-Results are cached per input (``st.cache_data``, keyed on every argument): a rerun with the same
-model, image, label and settings costs a dictionary look-up. Each attack is cached on its own, so
-changing a setting only SOAE uses (η, τ, …) does not rerun the baselines, and vice versa. Compare
-runs are cached one (job, batch) unit at a time: a stopped run resumes where it stopped, and any
-session asking for the same unit gets it without recomputing.
+(``torch.autograd.grad``/``torch.func``), so concurrent sessions cannot disturb each other. The
+sidebar's predictions use them in the script thread.
+
+Everything heavier runs in the worker pool (:mod:`soae_app.worker_pool`): worker processes behind
+one queue, so 30 students' computations do not fight over the server's GIL. Results are kept
+(LRU) keyed on the function and every argument, the model by name and weights version: a rerun
+with the same model, image, label and settings costs a dictionary look-up, and identical
+requests from different sessions are computed once. Each attack is its own job, so changing a
+setting only SOAE uses (η, τ, …) does not rerun the baselines, and vice versa; the attacks of one
+Attack Lab run are submitted together and run side by side, and batchable attacks of several
+sessions run as one batched call. Compare units are *heavy* jobs under admission control: a
+stopped run resumes where it stopped, and any session asking for the same unit gets it without
+recomputing.
 
 A model is keyed by name, dtype, device and its weights file's size and modification time, so a
-retrained checkpoint is picked up without restarting the app. An uploaded model (``uploads``) is
-keyed by its name, which holds the SHA-256 of its bytes. Every cached computation on a
-model has one shape, made by :func:`per_model`: ``f(info, *args)``, computed as
-``compute(model, *args)`` on the shared model. Images arrive as NumPy (C, H, W) in [0, 1] and go
-to the model's device in the computation (:func:`batch`); every result leaves the device through
-:func:`soae_core.device.to_cpu` in :func:`per_model`, so figures, tables and downloads only ever
-see CPU tensors. The device is the process's: ``$SOAE_DEVICE`` (default ``auto``, see
-:mod:`soae_core.device`), shown in the sidebar.
+retrained checkpoint is picked up without restarting the app. Every computation on a model has
+one shape (:mod:`soae_app.compute`): ``compute(model, *args)``, called here as
+``cache.compute(info, *args)`` through :func:`per_model`. Images arrive as NumPy (C, H, W) in [0, 1];
+results leave the device in :func:`soae_app.compute.with_models`. The device is the process's:
+``$SOAE_DEVICE`` (default ``auto``, see :mod:`soae_core.device`), shown in the sidebar.
+
+An uploaded model (``uploads``, your own weights) lives in this process's memory only, keyed by
+a name that holds the SHA-256 of its bytes; the worker processes cannot load it, so its
+computations run in the script thread (cached with ``st.cache_data`` like the rest).
 """
 
 from __future__ import annotations
@@ -28,28 +36,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 from torch import nn
 
-from soae_app import uploads
-from soae_core import transfer
-from soae_core.analysis import (
-    attack_lab,
-    how_soae_works,
-    jobs,
-    krylov_inspector,
-    perturbation_anatomy,
-    target_grid,
-)
-from soae_core.analysis.common import image_batch
-from soae_core.analysis.settings import DEFAULT_SETTINGS, AttackSettings
+from soae_app import compute, uploads, worker_pool
+from soae_core.analysis import attack_lab, how_soae_works, jobs, krylov_inspector
+from soae_core.analysis.settings import AttackSettings
 from soae_core.data import SampleSet, load_photo, load_samples
 from soae_core.device import describe_device, device_from_env, to_cpu
 from soae_core.models import ModelInfo, load_model
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def weights_version(info: ModelInfo) -> str:
@@ -78,15 +75,15 @@ def device_label() -> str:
 
 def batch(image: np.ndarray, net: nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The image (C, H, W) as a batch (1, C, H, W) of ``dtype`` on ``net``'s device."""
-    return image_batch(image, dtype, next(net.parameters()).device)
+    return compute.batch(image, net, dtype)
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
 def _model(name: str, dtype_name: str, version: str, device_name: str) -> nn.Module:
     del version  # part of the cache key only
     if uploads.is_upload(name):  # your own weights: the name holds the file's SHA-256
-        return uploads.load(name, _DTYPES[dtype_name]).to(device_name)
-    return load_model(name, dtype=_DTYPES[dtype_name], device=device_name)
+        return uploads.load(name, compute.DTYPES[dtype_name]).to(device_name)
+    return load_model(name, dtype=compute.DTYPES[dtype_name], device=device_name)
 
 
 def model(info: ModelInfo, dtype_name: str = "float32") -> nn.Module:
@@ -107,67 +104,153 @@ def photo(name: str, input_shape: tuple[int, int, int]) -> np.ndarray:
     return load_photo(name, input_shape)[0].numpy()
 
 
-def per_model(max_entries: int, dtypes: tuple[str, ...] = ("float32",)) -> Callable[[Callable], Callable]:
-    """Decorator: cache ``compute(model, *args)`` with ``st.cache_data`` per (model name, weights
-    version, args) and call it as ``compute(info, *args)`` with the model's :class:`ModelInfo`.
+# ---------------------------------------------------------------------------------- the worker pool
+def spec(info: ModelInfo, dtype_name: str = "float32") -> compute.ModelSpec:
+    """How a job names ``info``'s model (see :class:`soae_app.compute.ModelSpec`)."""
+    path = str(info.weights_path) if info.weights_path is not None else None
+    return compute.ModelSpec(info.name, dtype_name, weights_version(info), path, _device_name())
 
-    ``dtypes``: the copies of the shared model ``compute`` takes first ("float32", "float64" or both).
-    The device is part of the key, and the result is moved to the CPU before it is cached.
-    """
-    def decorate(compute: Callable) -> Callable:
-        def cached(model_name: str, version: str, device_name: str, *args: Any, **kwargs: Any) -> Any:
-            nets = (_model(model_name, dtype, version, device_name) for dtype in dtypes)
-            return to_cpu(compute(*nets, *args, **kwargs))  # the one exit from the device
 
-        # Streamlit keys a cache by its function's module, qualified name and source; the source of
-        # ``cached`` is the same for every computation, so the name keeps their caches apart.
-        cached.__module__, cached.__qualname__ = compute.__module__, f"per_model.{compute.__qualname__}"
-        cached_data = st.cache_data(show_spinner=False, max_entries=max_entries)(cached)
+@st.cache_data(show_spinner=False, max_entries=256)
+def _in_thread(fn_name: str, model_name: str, dtypes: tuple[str, ...], version: str, device_name: str,
+               args: tuple) -> Any:
+    nets = [_model(model_name, dtype, version, device_name) for dtype in dtypes]
+    return to_cpu(getattr(compute, fn_name)(*nets, *args))
 
-        def on_model(info: ModelInfo, *args: Any, **kwargs: Any) -> Any:
-            return cached_data(info.name, weights_version(info), _device_name(), *args, **kwargs)
 
-        on_model.__name__, on_model.__qualname__ = compute.__name__, compute.__qualname__
-        on_model.__doc__ = compute.__doc__
-        on_model.clear = cached_data.clear  # type: ignore[attr-defined]
-        return on_model
-    return decorate
+def in_thread(fn: Callable[..., Any], info: ModelInfo, dtypes: tuple[str, ...], args: tuple) -> Any:
+    """``fn(*models, *args)`` of :mod:`soae_app.compute` in this script thread, cached: for uploaded
+    models, which only this process holds."""
+    return _in_thread(fn.__name__, info.name, dtypes, weights_version(info), _device_name(), args)
+
+
+def session() -> str | None:
+    """The current Streamlit session's id (None outside a script run)."""
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else None
+
+
+def job(fn: Callable[..., Any], specs: tuple[compute.ModelSpec, ...], args: tuple, heavy: bool = False,
+        batch: worker_pool.Batch | None = None) -> worker_pool.Job:
+    """The pool's job for ``fn(*models of specs, *args)`` (a function of :mod:`soae_app.compute`)."""
+    return worker_pool.Job(key=compute.job_key(fn, specs, args), fn=compute.with_models, args=(fn, specs, args),
+                           kind=fn.__qualname__, heavy=heavy, batch=batch)
+
+
+def wait_for(tickets: list[worker_pool.Ticket], what: str, show: Callable[[str], None] | None = None) -> list[Any]:
+    """The tickets' results, in order. While they wait, says so on the page — the place in the
+    queue and an estimate — through ``show(text)`` if given (e.g. a progress bar's text), else in
+    a caption that disappears when done. Touching the page every 0.25 s lets Streamlit interrupt
+    the wait (Stop, a changed widget); the tickets are then cancelled, which drops queued work
+    nobody else waits for. Re-raises a job's exception (ValueError for bad input)."""
+    slot = None
+    try:
+        while not all(ticket.wait(0.25 / len(tickets)) for ticket in tickets):
+            queued = [p for p in (t.position() for t in tickets) if p]
+            estimate = max(t.estimate_s() for t in tickets)
+            text = (f"{what}: waiting in the queue, place {min(queued)} — about {estimate:.0f} s"
+                    if queued else f"{what}: running — about {estimate:.0f} s")
+            if show is not None:
+                show(text)
+            else:
+                slot = slot or st.empty()
+                slot.caption(text)
+        return [ticket.result() for ticket in tickets]
+    except worker_pool.WorkerLost as error:  # not the student's fault: say so, never a traceback
+        st.error(f"{what}: {error}.")
+        st.stop()
+    finally:
+        for ticket in tickets:
+            ticket.cancel()  # a no-op once done
+        if slot is not None:
+            try:
+                slot.empty()
+            except Exception:  # noqa: BLE001 - the script is being stopped; nothing to clear
+                pass
+
+
+def per_model(fn: Callable[..., Any], dtypes: tuple[str, ...] = ("float32",), what: str = "",
+              heavy: bool = False) -> Callable[..., Any]:
+    """``fn(*models, *args)`` of :mod:`soae_app.compute` as ``f(info, *args)``: run in the worker
+    pool on the copies ``dtypes`` of ``info``'s model, cached and shared by its arguments."""
+    def on_model(info: ModelInfo, *args: Any) -> Any:
+        if uploads.is_upload(info.name):
+            return in_thread(fn, info, dtypes, args)
+        ticket = worker_pool.service().submit(job(fn, tuple(spec(info, d) for d in dtypes), args, heavy), session())
+        return wait_for([ticket], what or fn.__name__.replace("_", " "))[0]
+
+    on_model.__name__, on_model.__qualname__, on_model.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+    return on_model
 
 
 # ---------------------------------------------------------------------------------- Attack Lab
-@per_model(max_entries=256)
-def attack(net: nn.Module, image: np.ndarray, label: int, name: str, kwargs: dict[str, Any],
+def attack_job(info: ModelInfo, image: np.ndarray, label: int, name: str, kwargs: dict[str, Any],
+               target: int | None = None) -> worker_pool.Job:
+    """The job of attack ``name`` with ``kwargs`` on the image (C, H, W) (aimed at ``target`` when
+    targeted): keyed on the attack's own arguments only, and batched with other sessions' images
+    when the attack allows it (:func:`soae_core.analysis.attack_lab.batchable`; SOAE_BATCHING=0
+    switches batching off)."""
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    request = compute.AttackRequest(spec(info), image, int(label), name, kwargs)
+    grouped = None
+    if target is None and worker_pool.batching_enabled() and attack_lab.batchable(name, kwargs, torch.float32):
+        grouped = worker_pool.Batch(key=(request.spec, name, repr(sorted(kwargs.items())), image.shape),
+                                    fn=compute.attack_batch, member=request)
+    return job(compute.attack, (request.spec,), (image, request.label, name, kwargs, target), batch=grouped)
+
+
+def _attack_tickets(info: ModelInfo, image: np.ndarray, label: int, requests: dict[str, tuple[dict[str, Any], int | None]],
+                    current: str | None) -> dict[str, Any]:
+    """One ticket per attack name (or, for an uploaded model, the result computed in this thread)."""
+    if uploads.is_upload(info.name):
+        return {name: in_thread(compute.attack, info, ("float32",), (np.ascontiguousarray(image, dtype=np.float32),
+                                                                     int(label), name, kwargs, target))
+                for name, (kwargs, target) in requests.items()}
+    return {name: worker_pool.service().submit(attack_job(info, image, label, name, kwargs, target), current)
+            for name, (kwargs, target) in requests.items()}
+
+
+def attack(info: ModelInfo, image: np.ndarray, label: int, name: str, kwargs: dict[str, Any],
            target: int | None = None) -> tuple[attack_lab.AttackOutcome, list[attack_lab.IterationView]]:
     """:func:`soae_core.analysis.attack_lab.run_attack` of attack ``name`` with keyword arguments
     ``kwargs`` (aimed at ``target`` when targeted) on the image, cached on the attack's own arguments only."""
-    return attack_lab.run_attack(net, batch(image, net), label, name, kwargs, target)
+    ticket = _attack_tickets(info, image, label, {name: (kwargs, target)}, session())[name]
+    return ticket if not isinstance(ticket, worker_pool.Ticket) else wait_for([ticket], name)[0]
 
 
 def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings,
-            on_attack: Callable[[str], None] | None = None) -> attack_lab.LabRun:
-    """:func:`soae_core.analysis.attack_lab.run_lab` on the image, every attack from :func:`attack`."""
+            on_attack: Callable[[str], None] | None = None,
+            show: Callable[[str], None] | None = None) -> attack_lab.LabRun:
+    """:func:`soae_core.analysis.attack_lab.run_lab` on the image. Every attack is submitted to
+    the pool first (aimed at :func:`~soae_core.analysis.attack_lab.lab_target` when the settings
+    are targeted), so they run side by side; ``run_lab`` then collects them in order. While one
+    waits, ``show(text)`` gets its place in the queue (see :func:`wait_for`)."""
+    net = model(info)
+    x = batch(image, net)
+    target = attack_lab.lab_target(net, x, label, settings, info.class_names)
+    tickets = _attack_tickets(info, image, label, {name: (settings.attack_kwargs(name, info.dataset), target)
+                                                   for name in settings.attack_names}, session())
+
     def run(name: str, kwargs: dict[str, Any],
             target: int | None) -> tuple[attack_lab.AttackOutcome, list[attack_lab.IterationView]]:
-        return attack(info, image, label, name, kwargs, target)
+        ticket = tickets[name]
+        return ticket if not isinstance(ticket, worker_pool.Ticket) else wait_for([ticket], name, show)[0]
 
-    net = model(info)
-    return to_cpu(attack_lab.run_lab(net, batch(image, net), label, settings, info.dataset, info.class_names,
-                                     run=run, on_attack=on_attack))
+    try:
+        return to_cpu(attack_lab.run_lab(net, x, label, settings, info.dataset, info.class_names,
+                                         run=run, on_attack=on_attack))
+    finally:
+        for ticket in tickets.values():
+            if isinstance(ticket, worker_pool.Ticket):
+                ticket.cancel()  # interrupted: drop what nobody else waits for
 
 
 # ---------------------------------------------------------------------------------- Source × target grid
-@per_model(max_entries=256)
-def grid_row(net: nn.Module, image: np.ndarray, source_class: int, attack: str,
-             kwargs: dict[str, Any]) -> target_grid.GridRow:
-    """:func:`soae_core.analysis.target_grid.grid_row`: one source image towards every class, cached per row."""
-    return target_grid.grid_row(net, batch(image, net), source_class, attack, kwargs)
+grid_row = per_model(compute.grid_row, what="Grid row")
 
 
 # ---------------------------------------------------------------------------------- Krylov Inspector
-@per_model(max_entries=64)
-def _krylov_history(net: nn.Module, image: np.ndarray, label: int,
-                    settings: AttackSettings) -> list[krylov_inspector.KrylovRecord]:
-    return krylov_inspector.krylov_history(net, batch(image, net), label, settings)
+_krylov_history = per_model(compute.krylov_history, what="SOAE with true residuals")
 
 
 def krylov_history(info: ModelInfo, image: np.ndarray, label: int,
@@ -176,23 +259,9 @@ def krylov_history(info: ModelInfo, image: np.ndarray, label: int,
     return _krylov_history(info, image, label, dataclasses.replace(settings, baselines=()))
 
 
-@per_model(max_entries=64, dtypes=("float64",))
-def hessian_spectrum(net64: nn.Module, image: np.ndarray, label: int, max_dim: int) -> krylov_inspector.Spectrum:
-    """Ritz values of the exact input Hessian (float64 copy of the model), cached per input."""
-    return krylov_inspector.hessian_spectrum(net64, batch(image, net64, torch.float64), label, max_dim)
-
-
-@per_model(max_entries=64, dtypes=("float32", "float64"))
-def fd_accuracy(net32: nn.Module, net64: nn.Module, image: np.ndarray, label: int) -> pd.DataFrame:
-    """Finite-difference vs exact Hessian-vector product error over η (every η at once), cached per input."""
-    return krylov_inspector.fd_accuracy_sweep(net32, net64, batch(image, net32), label)
-
-
-@per_model(max_entries=64)
-def tau_table(net: nn.Module, image: np.ndarray, label: int, eta: float, max_dim: int) -> pd.DataFrame:
-    """m(τ) for the finite-difference (step η) and exact products at the image, cached per input."""
-    settings = dataclasses.replace(DEFAULT_SETTINGS, eta=eta)
-    return krylov_inspector.tau_to_m_table(net, batch(image, net), label, settings, max_dim=max_dim)
+hessian_spectrum = per_model(compute.hessian_spectrum, dtypes=("float64",), what="Arnoldi")
+fd_accuracy = per_model(compute.fd_accuracy, dtypes=("float32", "float64"), what="Products over η")
+tau_table = per_model(compute.tau_table, what="GMRES at the smallest τ")
 
 
 # ---------------------------------------------------------------------------------- How SOAE works
@@ -214,38 +283,23 @@ def toy_step(activation: str, point: tuple[float, float], label: int, eps: float
     return how_soae_works.second_order_step(toy_classifier(activation).model, point, label, eps=eps)
 
 
-@per_model(max_entries=32)
-def loss_landscape(net: nn.Module, image: np.ndarray, label: int, settings: AttackSettings,
-                   scale: float) -> how_soae_works.Landscape:
-    """:func:`soae_core.analysis.how_soae_works.loss_landscape` with the sidebar's SOAE settings, cached per input."""
-    return how_soae_works.loss_landscape(net, batch(image, net), label, settings.soae_kwargs(), scale)
-
+loss_landscape = per_model(compute.loss_landscape, what="Loss landscape")
 
 # ---------------------------------------------------------------------------------- Perturbation Anatomy
-@per_model(max_entries=64)
-def anatomy(net: nn.Module, image: np.ndarray, label: int, advs: dict[str, np.ndarray], map_layers: list[str],
-            top_channels: int, target: str) -> perturbation_anatomy.Anatomy:
-    """:func:`soae_core.analysis.perturbation_anatomy.perturbation_anatomy` of the image and the
-    adversarial images (C, H, W) per attack name, cached per input."""
-    return perturbation_anatomy.perturbation_anatomy(net, batch(image, net), label,
-                                                     {name: batch(adv, net) for name, adv in advs.items()},
-                                                     list(map_layers), top_channels, target)
-
-
-@per_model(max_entries=16)
-def spatial_layers(net: nn.Module, input_shape: tuple[int, int, int]) -> list[str]:
-    """The model's Conv2d/Linear layers whose outputs are spatial maps, cached per model."""
-    return perturbation_anatomy.spatial_layers(net, torch.full((1, *input_shape), 0.5, device=next(net.parameters()).device))
+anatomy = per_model(compute.anatomy, what="Anatomy")
+spatial_layers = per_model(compute.spatial_layers, what="Layers")
 
 
 # ---------------------------------------------------------------------------------- Compare & Sweeps, Models
-@per_model(max_entries=64)
-def transfer_examples(net: nn.Module, dataset: str, n: int, attack: str, kwargs: dict[str, Any]) -> np.ndarray:
-    """:func:`soae_core.transfer.adversarial_examples` of ``attack`` on this model for the first ``n``
-    bundled images of ``dataset`` in the class-balanced order, (n, C, H, W) float32, cached per source model."""
-    images, labels = compare_images(dataset, n)
-    where = next(net.parameters()).device
-    return transfer.adversarial_examples(net, images.to(where), labels.to(where), attack, kwargs).float().cpu().numpy()
+def compare_ticket(info: ModelInfo, dataset: str, unit: jobs.Job, start: int, stop: int) -> worker_pool.Ticket:
+    """A ticket for ``unit`` on the bundled images of ``dataset`` at positions start..stop of the
+    class-balanced order (:func:`soae_core.analysis.jobs.image_order`): a heavy job under the
+    pool's admission control, shared with every session asking for the same unit."""
+    return worker_pool.service().submit(job(compute.compare_batch, (spec(info),), (dataset, unit, start, stop),
+                                            heavy=True), session())
+
+
+transfer_examples = per_model(compute.transfer_examples, what="Transfer examples", heavy=True)
 
 
 def compare_images(dataset: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,12 +309,9 @@ def compare_images(dataset: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return sample_set.images[positions], sample_set.labels[positions]
 
 
-@per_model(max_entries=512)
-def compare_batch(net: nn.Module, dataset: str, job: jobs.Job, start: int, stop: int) -> jobs.BatchOutcome:
-    """``job`` on the bundled images of ``dataset`` at positions start..stop of the class-balanced
-    order (:func:`soae_core.analysis.jobs.image_order`), cached per unit."""
-    sample_set = samples(dataset)
-    positions = jobs.image_order(sample_set.labels)[start:stop]
-    where = next(net.parameters()).device
-    return jobs.run_batch(net, job, sample_set.images[positions].to(where), sample_set.labels[positions].to(where),
-                          positions)
+def compare_batch(info: ModelInfo, dataset: str, unit: jobs.Job, start: int, stop: int,
+                  show: Callable[[str], None] | None = None) -> jobs.BatchOutcome:
+    """The unit of :func:`compare_ticket`, waited for (its place in the queue goes to ``show``)."""
+    if uploads.is_upload(info.name):
+        return in_thread(compute.compare_batch, info, ("float32",), (dataset, unit, start, stop))
+    return wait_for([compare_ticket(info, dataset, unit, start, stop)], unit.label, show)[0]

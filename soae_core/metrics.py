@@ -20,7 +20,6 @@ from skimage.feature import canny
 from skimage.filters import sobel, threshold_otsu
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from soae_core.validation import check_choice, check_images, check_int, check_positive
 
@@ -170,16 +169,11 @@ def default_feature_layers(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
 
 
-def _feature_extractor(model: nn.Module, layers: list[str]) -> nn.Module:
-    """A torchvision feature extractor returning the outputs of ``layers`` of ``model``.
-
-    ``create_feature_extractor`` switches the traced model to train() and back while tracing;
-    to leave a shared model alone we trace a copy of its module tree that shares the parameter
-    and buffer tensors (no weights are copied). Built per call: nothing is cached or hooked.
-    """
+def _twin(model: nn.Module) -> nn.Module:
+    """A private copy of the model's module tree that shares its parameter and buffer tensors
+    (no weights are copied), in eval mode: hooks on it never touch the shared model."""
     shared = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
-    twin = copy.deepcopy(model, memo=shared)
-    return create_feature_extractor(twin.eval(), return_nodes={layer: layer for layer in layers}).eval()
+    return copy.deepcopy(model, memo=shared).eval()
 
 
 def feature_maps(model: nn.Module, images: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
@@ -196,8 +190,20 @@ def feature_maps(model: nn.Module, images: torch.Tensor, layers: list[str] | Non
     unknown = [layer for layer in layers if layer not in known]
     if unknown:
         raise ValueError(f"layers {unknown} are not modules of the model; allowed: {sorted(known - {''})}")
+    # Forward hooks on a private twin, not torch.fx tracing (torchvision's feature extractor):
+    # tracing patches torch.nn.Module.__call__ process-wide, which broke every other session's
+    # forward pass running at that moment (NameError "module is not installed as a submodule",
+    # seen with 3 concurrent Perturbation Anatomy sessions).
+    twin, outputs = _twin(model), {}
+    for layer in layers:
+        twin.get_submodule(layer).register_forward_hook(
+            lambda _module, _inputs, output, layer=layer: outputs.__setitem__(layer, output))
     with torch.no_grad():
-        return _feature_extractor(model, layers)(images)
+        twin(images)
+    missing = [layer for layer in layers if layer not in outputs]
+    if missing:
+        raise ValueError(f"layers {missing} are not used by the model's forward pass")
+    return {layer: outputs[layer] for layer in layers}
 
 
 def feature_distortion(model: nn.Module, clean: torch.Tensor, adv: torch.Tensor,
@@ -206,7 +212,7 @@ def feature_distortion(model: nn.Module, clean: torch.Tensor, adv: torch.Tensor,
 
     layers: module names (see :func:`default_feature_layers`, the default). Returns
     {layer: (N,) float64}, NaN where a clean feature map is all zero. Raises ValueError for a
-    name that is not a traceable node of the model.
+    name that is not a module the model's forward pass uses.
     """
     check_pair(clean, adv)
     layers = default_feature_layers(model) if layers is None else list(layers)

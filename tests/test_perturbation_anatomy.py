@@ -105,3 +105,26 @@ def test_bad_inputs_raise_value_errors(change, word):
         kwargs["attribution_target"] = "logits"
     with pytest.raises(ValueError, match=word):
         perturbation_anatomy(model, image, label, advs, **kwargs)
+
+
+class _CallsASharedModel(torch.nn.Module):
+    """Runs another model's forward pass inside its own: what a concurrent session's thread does
+    while this one takes feature maps. torch.fx tracing (which patches Module.__call__ for the
+    whole process) fails on exactly this with "module is not installed as a submodule"."""
+
+    def __init__(self, shared: torch.nn.Module) -> None:
+        super().__init__()
+        self.body = tiny_cnn()
+        self._outside = [shared]  # not a submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._outside[0](x)
+        return self.body(x)
+
+
+def test_feature_maps_leave_other_models_forward_passes_alone():
+    model, image, _, _ = setup()
+    wrapper = _CallsASharedModel(model).eval()
+    outputs = metrics.feature_maps(wrapper, image, ["body.0"])
+    with torch.no_grad():
+        np.testing.assert_allclose(outputs["body.0"].numpy(), wrapper.body[0](image).numpy())

@@ -1,0 +1,74 @@
+"""Issue 17: a batched attack call gives every member what it gets alone (for the attacks
+``lab.batchable`` allows), and a bad member fails alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_cnn
+from soae_core.analysis.settings import DEFAULT_SETTINGS
+from soae_core.data import load_samples
+from soae_core.analysis.attack_lab import batchable, run_attack, run_attack_batch
+from soae_core.models import load_model
+
+
+def assert_same(batched, alone) -> None:
+    (outcome, views), (outcome_alone, views_alone) = batched, alone
+    assert outcome.prediction == outcome_alone.prediction
+    assert outcome.success == outcome_alone.success
+    assert outcome.grad_evals == outcome_alone.grad_evals
+    np.testing.assert_allclose(outcome.adv, outcome_alone.adv, atol=1e-6)
+    np.testing.assert_allclose(outcome.probabilities, outcome_alone.probabilities, atol=1e-5)
+    assert [(v.prediction, v.m, v.stop_reason) for v in views] == [(v.prediction, v.m, v.stop_reason)
+                                                                   for v in views_alone]
+    for view, view_alone in zip(views, views_alone):
+        np.testing.assert_allclose(view.image, view_alone.image, atol=1e-6)
+        np.testing.assert_allclose(view.loss, view_alone.loss, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["SOAE", "FGSM", "PGD"])
+def test_batched_members_equal_their_runs_alone_on_a_tiny_cnn(name, images_8x8):
+    model = tiny_cnn()
+    kwargs = DEFAULT_SETTINGS.attack_kwargs(name, "fashion_mnist")
+    images = [images_8x8[i:i + 1] for i in range(5)]
+    labels = [0, 1, 2, 3, 4]
+    batched = run_attack_batch(model, images, labels, name, kwargs)
+    for image, label, member in zip(images, labels, batched):
+        assert_same(member, run_attack(model, image, label, name, kwargs))
+
+
+@pytest.mark.parametrize("name", ["FGSM", "PGD"])
+def test_batched_baselines_equal_alone_on_the_bundled_model(name):
+    model = load_model("fmnist-cnn-std")
+    samples = load_samples("fashion_mnist")
+    picks = [0, 21, 45, 77, 130, 199]
+    images = [samples.images[i:i + 1] for i in picks]
+    labels = [int(samples.labels[i]) for i in picks]
+    kwargs = DEFAULT_SETTINGS.attack_kwargs(name, "fashion_mnist")
+    assert batchable(name, kwargs, torch.float32)
+    for image, label, member in zip(images, labels, run_attack_batch(model, images, labels, name, kwargs)):
+        assert_same(member, run_attack(model, image, label, name, kwargs))
+
+
+def test_a_bad_member_fails_alone_with_its_message(images_8x8):
+    model = tiny_cnn()
+    kwargs = DEFAULT_SETTINGS.attack_kwargs("FGSM", "fashion_mnist")
+    images = [images_8x8[0:1], images_8x8[1:2] * 3, images_8x8[2:3], images_8x8[3:4]]  # #1 leaves [0, 1]
+    labels = [0, 1, 2, 9]  # #3: no class 9 (5 classes)
+    batched = run_attack_batch(model, images, labels, "FGSM", kwargs)
+    assert isinstance(batched[1], ValueError) and "[0, 1]" in str(batched[1])
+    assert isinstance(batched[3], ValueError) and "label" in str(batched[3])
+    for i in (0, 2):
+        assert_same(batched[i], run_attack(model, images[i], labels[i], "FGSM", kwargs))
+
+
+def test_random_starts_and_noisy_attacks_are_not_batched():
+    assert batchable("SOAE", DEFAULT_SETTINGS.soae_kwargs(), torch.float64)
+    assert not batchable("SOAE", DEFAULT_SETTINGS.soae_kwargs(), torch.float32)  # see batchable's docstring
+    assert not batchable("SOAE", {**DEFAULT_SETTINGS.soae_kwargs(), "random_start": True}, torch.float64)
+    assert not batchable("PGD", {**DEFAULT_SETTINGS.attack_kwargs("PGD", "fashion_mnist"), "random_start": True})
+    assert not batchable("ASOD", DEFAULT_SETTINGS.attack_kwargs("ASOD", "fashion_mnist"))
+    with pytest.raises(ValueError, match="cannot be batched"):
+        run_attack_batch(tiny_cnn(), [torch.zeros(1, 1, 8, 8, dtype=torch.float64)], [0], "AutoAttack", {"eps": 0.1})

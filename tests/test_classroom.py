@@ -1,0 +1,78 @@
+"""A class on one server: concurrent sessions through Streamlit's own protocol see exactly what a
+lone session sees, on every page, with no exception and no error; bad URL values are answered
+with the defaults, never a traceback, and never hurt another session."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from soae_app.headless import ROOT, free_port, start_streamlit, stop, wait_until_healthy
+from soae_app.protocol import PageRun, page_paths, run_sessions
+
+pytestmark = pytest.mark.slow
+
+PAGES = page_paths(ROOT / "app.py")
+STUDENTS = [{"cls": c, "ex": e} for c, e in (("Trouser", "2"), ("Bag", "5"), ("Sandal", "1"), ("Coat", "7"),
+                                               ("Ankle boot", "3"))]
+
+
+def visit_every_page(query: dict[str, str]) -> list[dict]:
+    return [{"page": request, "query": query} for request in PAGES.values()]
+
+
+WALL_TIME = re.compile(r"\d+(\.\d+)? s\b")  # "trained in 0.41 s": differs from run to run
+
+
+def shown(run: PageRun) -> list[tuple[str, str]]:
+    """What the page shows, in order, without placeholders left by finished waits and with wall
+    times masked (tables come without their time columns, see soae_app.protocol)."""
+    return [(key.split(":")[1], WALL_TIME.sub("<t> s", text)) for key, text in run.content.items()
+            if not key.endswith(":empty") and "waiting in the queue" not in text and ": running —" not in text]
+
+
+def serve_and_run(waves: list[list[list[dict]]]) -> list[list[PageRun]]:
+    """On a fresh server: each wave's sessions at once (one script per session), the waves one
+    after another. Returns every session's runs, in order."""
+    port = free_port()
+    server = start_streamlit(port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_healthy(base, server, timeout_s=300)
+        return [runs for wave in waves for runs in asyncio.run(run_sessions(base, wave, timeout_s=600))]
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="module")
+def together() -> list[list[PageRun]]:
+    """Five students on five images, every page, all at once — plus one student whose URL holds
+    malformed values, at the same moment."""
+    malformed = {"eps": "banana", "N": "-3", "hvp": "<script>", "cls": "Nope", "ex": "99", "tau": "1e999"}
+    return serve_and_run([[visit_every_page(q) for q in STUDENTS] + [visit_every_page(malformed)]])
+
+
+def test_five_concurrent_sessions_over_every_page_have_no_exception_or_error(together):
+    for runs in together:
+        assert [run.status for run in runs] == ["ok"] * len(PAGES)
+        for run in runs:
+            assert not run.exceptions, (run.page, run.exceptions)
+        assert not [run.errors for run in runs if run.errors]
+
+
+def test_concurrent_sessions_see_what_a_lone_session_sees(together):
+    alone = [run for runs in serve_and_run([[visit_every_page(q)] for q in STUDENTS]) for run in runs]  # one by one
+    concurrent = [run for runs in together[:len(STUDENTS)] for run in runs]
+    assert len(alone) == len(concurrent)
+    for lone, busy in zip(alone, concurrent):
+        assert (lone.page, lone.query) == (busy.page, busy.query)
+        assert shown(lone) == shown(busy), f"page {busy.page!r} with {busy.query} differs"
+
+
+def test_malformed_url_values_fall_back_to_the_defaults(together):
+    for run in together[-1]:
+        assert run.clean, (run.page, run.status, run.exceptions, run.errors)
+    lab = together[-1][0]
+    assert any("True class" in text for kind, text in shown(lab) if kind == "markdown")
