@@ -138,9 +138,9 @@ def load_models(config: EvalConfig) -> tuple[dict[str, nn.Module], str]:
 
 
 def make_attack(name: str, model: nn.Module, eps: float, config: EvalConfig, **overrides: Any) -> Attack:
-    """The attack ``name`` with the run's settings (``overrides`` win; SOAE keeps no images)."""
-    if name == "SOAE":
-        return SOAE(model, eps=eps, **{"keep_images": False, **config.soae, **overrides})
+    """The attack ``name`` with the run's settings (``overrides`` win; SOAE and SOAE-g keep no images)."""
+    if name in ("SOAE", "SOAE-g"):  # SOAE-g: SOAE without curvature, the same settings with δ̃ := g
+        return ATTACKS[name](model, eps=eps, **{"keep_images": False, **config.soae, **overrides})
     if name == "ASOD":
         return ATTACKS[name](model, eps=eps, sigma=config.asod_sigma, seed=config.seed, **overrides)
     if name == "AutoAttack":
@@ -256,12 +256,13 @@ def perturbation_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv
 
 
 def krylov_summary(traces: list[Any]) -> dict[str, float] | None:
-    """Krylov dimension m over all SOAE iterations and samples: mean, median, max, share capped."""
-    soae_traces = [t for t in traces if isinstance(t, SOAETrace)]
-    if not soae_traces:
+    """Krylov dimension m over all SOAE iterations and samples: mean, median, max, share capped
+    (None when no solve ran: not SOAE, or SOAE-g)."""
+    solves = [it.krylov for t in traces if isinstance(t, SOAETrace) for it in t.iterations if it.krylov is not None]
+    if not solves:
         return None
-    dims = torch.cat([it.krylov.iterations for t in soae_traces for it in t.iterations]).double()
-    reasons = [r for t in soae_traces for it in t.iterations for r in it.krylov.stop_reason]
+    dims = torch.cat([k.iterations for k in solves]).double()
+    reasons = [r for k in solves for r in k.stop_reason]
     return {"m_mean": float(dims.mean()), "m_median": float(dims.median()), "m_max": float(dims.max()),
             "max_iter_share": reasons.count("max_iter") / len(reasons),
             "converged_share": reasons.count("converged") / len(reasons),
@@ -282,7 +283,7 @@ def _predict_all(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Te
 Cell = tuple[Any, ...]
 # Rough cost order of the grid's attacks (AutoAttack's Square spends up to 5,000 queries per robust image):
 # with several workers the costly cells start first, so no worker is left with a long cell at the end.
-_ATTACK_COST_ORDER = {"AutoAttack": 0, "ASOD": 1, "SOAE": 2, "PGD": 3, "FGSM": 4}
+_ATTACK_COST_ORDER = {"AutoAttack": 0, "ASOD": 1, "SOAE": 2, "PGD": 3, "SOAE-g": 4, "FGSM": 5}
 
 
 def grid_record(config: EvalConfig, model: nn.Module, model_name: str, eps: float, attack_name: str,

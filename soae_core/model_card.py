@@ -2,7 +2,8 @@
 
 ``python -m soae_core.model_card --model fmnist-cnn-pgd`` re-evaluates a bundled checkpoint and
 updates the evaluation fields of its card (e.g. after the SOAE engine changed), keeping the
-training record.
+training record. ``--describe-only`` rewrites only the card's ``inner_attack`` sentence from its
+recorded hyper-parameters (no evaluation), so that the card says what training actually did.
 """
 
 from __future__ import annotations
@@ -99,6 +100,41 @@ def evaluate_for_card(model: nn.Module, eps: float, test_subset: int | None = No
     return result
 
 
+def card_with_inner_attack(card: dict[str, Any]) -> dict[str, Any]:
+    """``card`` with ``inner_attack`` (placed after ``hyperparameters``) written from its recorded
+    objective by :func:`soae_core.training_objectives.describe_inner_attack`; ValueError if the card
+    records no objective."""
+    from soae_core.training_objectives import ObjectiveConfig, describe_inner_attack
+
+    objective = card.get("hyperparameters", {}).get("objective")
+    if not isinstance(objective, dict):
+        raise ValueError(f"card {card.get('name')!r} records no hyperparameters.objective to describe")
+    text = describe_inner_attack(ObjectiveConfig(**objective))
+    out: dict[str, Any] = {}
+    for key, value in card.items():
+        if key != "inner_attack":
+            out[key] = value
+        if key == "hyperparameters":
+            out["inner_attack"] = text
+    return out
+
+
+def _describe_only(name: str) -> int:
+    from soae_core.models import bundled_models_dir
+
+    path = bundled_models_dir() / f"{name}.json"
+    try:
+        if not path.is_file():
+            raise ValueError(f"no card {path}")
+        card = card_with_inner_attack(json.loads(path.read_text()))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    print(f"{path}: {card['inner_attack']}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Re-evaluate a bundled checkpoint and rewrite the evaluation fields of its card."""
     from soae_core.models import bundled_models_dir, load_model
@@ -108,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-subset", type=int, default=None)
     parser.add_argument("--eval-pgd-n", type=int, default=1000)
     parser.add_argument("--eval-soae-n", type=int, default=200)
+    parser.add_argument("--describe-only", action="store_true",
+                        help="only rewrite the inner_attack sentence from the card's hyperparameters")
     args = parser.parse_args(argv)
+    if args.describe_only:
+        return _describe_only(args.model)
     try:
         model = load_model(args.model)
     except ValueError as exc:

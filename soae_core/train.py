@@ -29,7 +29,7 @@ from tqdm import tqdm
 from soae_core.data import SampleSet, load_fashion_mnist
 from soae_core.model_card import evaluate_for_card, machine_description
 from soae_core.models import build_model, get_model_info, save_state_dict
-from soae_core.training_objectives import METHODS, ObjectiveConfig, objective_loss
+from soae_core.training_objectives import METHODS, ObjectiveConfig, describe_inner_attack, objective_loss
 from soae_core.validation import check_choice, check_int, check_positive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -193,6 +193,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--soae-max-krylov", type=int, default=10)
     parser.add_argument("--soae-tau", type=float, default=1e-3)
     parser.add_argument("--soae-step-rule", choices=("sign", "linf", "raw"), default="sign")
+    parser.add_argument("--soae-alpha", type=float, default=None,
+                        help="SOAT: total SOAE step α, each of the --soae-steps moves α/N (default 2.5·eps); "
+                             "PGD-AT's budget is --soae-steps 7 --soae-alpha 0.175 (7 × 0.025 at eps 0.1)")
     parser.add_argument("--train-subset", type=int, default=None, help="train on the first N images only")
     parser.add_argument("--test-subset", type=int, default=None, help="clean accuracy on the first N test images only")
     parser.add_argument("--eval-pgd-n", type=int, default=1000, help="test images attacked with PGD-20 for the card")
@@ -217,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         objective = ObjectiveConfig(method=method, eps=args.eps, alpha=alpha, attack_steps=args.attack_steps,
                                     trades_beta=args.trades_beta, soae_steps=args.soae_steps, soae_hvp=args.soae_hvp,
                                     soae_max_krylov=args.soae_max_krylov, soae_tau=args.soae_tau,
-                                    soae_step_rule=args.soae_step_rule)
+                                    soae_step_rule=args.soae_step_rule, soae_alpha=args.soae_alpha)
         cfg = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           weight_decay=args.weight_decay, optimizer=args.optimizer, lr_schedule=args.lr_schedule,
                           seed=args.seed, train_subset=args.train_subset, objective=objective)
@@ -239,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "method": method,
         "trained_eps": None if method == "std" else cfg.objective.eps,  # on [0, 1] pixels (0.1, not 8/255)
         "hyperparameters": run["config"],
+        "inner_attack": describe_inner_attack(cfg.objective),
         "epochs": cfg.epochs,
         "wall_time_s": {"training": round(train_seconds, 2), "this_invocation": None},
         "machine": machine_description(),

@@ -38,6 +38,9 @@ from soae_core.krylov import GMRESResult, gmres
 from soae_core.validation import check_choice, check_int, check_open_interval, check_positive
 
 STEP_RULES = ("sign", "linf", "raw")
+# "newton": the GMRES solution δ̃ ≈ H⁻¹g (the paper's SOAE); "gradient": δ̃ := g, everything else
+# unchanged — the ablation "SOAE without curvature" (no Hessian-vector products, no Krylov solve).
+DIRECTIONS = ("newton", "gradient")
 HVP_ALIASES = {"fd": "finite_difference", "forward": "finite_difference", "central": "central_difference",
                "autograd": "exact"}
 
@@ -49,13 +52,15 @@ class SOAEIteration:
     loss: (B,) loss_fn(model(x_n), y) before the step (for targeted attacks y are the targets,
         and the attack lowers it). loss_after: (B,) after the step.
     gradient_norm: (B,) ‖g‖₂. cosine_to_gradient: (B,) cos(δ̃, g) (0 where either is zero).
-    direction: (B, C, H, W) the GMRES solution δ̃ ≈ H⁻¹g (before the step rule).
-    krylov: the GMRES record (residual history, m, stop reasons, Hessenberg matrices).
+    direction: (B, C, H, W) the GMRES solution δ̃ ≈ H⁻¹g (before the step rule); g itself with
+        ``direction="gradient"``.
+    krylov: the GMRES record (residual history, m, stop reasons, Hessenberg matrices); None with
+        ``direction="gradient"`` (no solve was run).
     prediction, confidence: (B,) class and its softmax probability after the step.
     adv: (B, C, H, W) images after the step.
     grad_evals_per_sample: (B,) int64 gradient evaluations each image cost this iteration:
         1 gradient + its Hessian-vector products (1 each for forward difference and exact,
-        2 for central difference). Finished samples cost nothing more (shrinking batch).
+        2 for central difference; none with ``direction="gradient"``). Finished samples cost nothing more (shrinking batch).
     notes: per-sample remarks ('' when nothing special happened).
     """
 
@@ -64,7 +69,7 @@ class SOAEIteration:
     gradient_norm: torch.Tensor
     cosine_to_gradient: torch.Tensor
     direction: torch.Tensor
-    krylov: GMRESResult
+    krylov: GMRESResult | None
     prediction: torch.Tensor
     confidence: torch.Tensor
     adv: torch.Tensor
@@ -143,6 +148,11 @@ class SOAE(Attack):
         true_residual: also record true residuals ‖g − Hδ_j‖ (one more product per step).
         keep_images: store the images after every iteration in the trace (for scrubbing).
         loss_fn: per-sample loss (model output, y) → (B,); default cross-entropy.
+        direction: "newton" (default) — step along the GMRES solution δ̃ ≈ H⁻¹g, the paper's
+            SOAE; "gradient" — step along g instead, keeping start, N, step rule, α, projection
+            and trace ("SOAE without curvature", the ablation that isolates what δ̃ adds). With
+            "gradient" no Hessian-vector product is run: 1 gradient evaluation per iteration,
+            ``krylov`` None in the trace; eta, tau, hvp and max_krylov are then unused.
 
     Call: ``attack(x, y)`` with x (B, C, H, W) in [0, 1] and y (B,) int64 → AttackResult with
     ``.adv``, ``.grad_evals`` (= ``.trace.grad_evals``: gradient evaluations per image, the batch
@@ -157,8 +167,9 @@ class SOAE(Attack):
                  max_krylov: int = 30, step_rule: str = "sign", random_start: bool = False,
                  seed: int | None = None, targeted: bool = False, reorthogonalize: bool = False,
                  true_residual: bool = False, keep_images: bool = True,
-                 loss_fn: LossFn = cross_entropy_loss) -> None:
+                 loss_fn: LossFn = cross_entropy_loss, direction: str = "newton") -> None:
         super().__init__(model, eps)
+        self.direction_kind = check_choice("direction", direction, DIRECTIONS)
         self.eta = check_positive("eta", eta)
         self.tau = check_open_interval("tau", tau, 0.0, 1.0)
         self.steps = check_int("steps", steps, minimum=1)
@@ -180,16 +191,19 @@ class SOAE(Attack):
 
     # ------------------------------------------------------------------ the second-order direction
     def direction(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                    GMRESResult, torch.Tensor]:
+                                                                    GMRESResult | None, torch.Tensor]:
         """One second-order direction at x (Algorithm 1, lines 2–17), without stepping.
 
         Returns (δ̃ (B,C,H,W), loss (B,), gradient g (B,C,H,W), GMRES record, gradient
         evaluations spent per sample (B,) int64), all for ``loss_fn(model(x), y)`` (for targeted attacks y holds
         the targets and the caller steps along −δ̃). δ̃ falls back to g for samples whose products were
-        non-finite from the start; it is always finite.
+        non-finite from the start; it is always finite. With ``direction="gradient"`` δ̃ is g, the
+        record None and the cost 1 per sample.
         """
         loss, grad = input_gradient(self.model, x, y, loss_fn=self.loss_fn)
         grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
+        if self.direction_kind == "gradient":
+            return grad, loss, grad, None, torch.ones(grad.shape[0], dtype=torch.int64, device=grad.device)
         matvec, _ = make_hvp_operator(self.model, x, y, self.hvp, self.eta, grad_at_x=grad,
                                           loss_fn=self.loss_fn)
         result = gmres(matvec, grad, x0=grad, tau=self.tau, max_iter=self.max_krylov,
@@ -249,8 +263,10 @@ class SOAE(Attack):
         return x_n, trace.grad_evals, trace
 
     @staticmethod
-    def _notes(grad: torch.Tensor, krylov: GMRESResult) -> list[str]:
+    def _notes(grad: torch.Tensor, krylov: GMRESResult | None) -> list[str]:
         zero_grad = (grad.flatten(1).abs().amax(dim=1) == 0).tolist()
+        if krylov is None:
+            return ["zero gradient: no step" if zero else "" for zero in zero_grad]  # no solve, nothing else to say
         dims = krylov.iterations.tolist()
         notes = []
         for i, reason in enumerate(krylov.stop_reason):
@@ -266,3 +282,15 @@ class SOAE(Attack):
             else:
                 notes.append("")
         return notes
+
+
+class SOAEWithoutCurvature(SOAE):
+    """SOAE without curvature: :class:`SOAE` with ``direction="gradient"`` (δ̃ := g), for the
+    registry of attacks (CLI, app). Same arguments as SOAE; ``direction`` is fixed."""
+
+    name = "SOAE-g"
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, **kwargs) -> None:
+        if "direction" in kwargs:
+            raise ValueError("SOAEWithoutCurvature fixes direction='gradient'; use SOAE(direction=...) instead")
+        super().__init__(model, eps, direction="gradient", **kwargs)
