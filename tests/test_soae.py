@@ -281,3 +281,76 @@ def test_bad_inputs_raise_value_error(images_8x8: torch.Tensor) -> None:
         attack(images_8x8, torch.full((6,), -1))
     with pytest.raises(ValueError, match="dtype"):
         attack(images_8x8.float(), y)
+
+
+# ---------------------------------------------------------------------- direction="gradient" (the ablation)
+def _sign_gradient_by_hand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float,
+                           steps: int, start: torch.Tensor) -> torch.Tensor:
+    """Iterated sign-gradient ascent of the summed cross-entropy: (α/N)·sign(∇L) per step, clipped to the
+    ε-box around x and to [0, 1] — written out here, independent of the library."""
+    x_n = start.clone()
+    for _ in range(steps):
+        x_n.requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(x_n), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_n)
+        x_n = x_n.detach() + (alpha / steps) * grad.sign()
+        x_n = torch.clamp(torch.minimum(torch.maximum(x_n, x - eps), x + eps), 0.0, 1.0)
+    return x_n
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+def test_gradient_direction_is_iterated_sign_gradient_with_the_same_alpha(images_8x8: torch.Tensor,
+                                                                          random_start: bool) -> None:
+    model = tiny_cnn()
+    y = _labels(model, images_8x8)
+    eps, steps = 0.1, 4
+    attack = SOAE(model, eps=eps, steps=steps, direction="gradient", random_start=random_start, seed=3)
+    result = attack(images_8x8, y)
+    start = images_8x8
+    if random_start:  # the same random start as SOAE's: uniform in the ε-ball from the seeded generator
+        noise = torch.rand(images_8x8.shape, generator=torch.Generator().manual_seed(3), dtype=images_8x8.dtype)
+        start = torch.clamp(images_8x8 + (2 * noise - 1) * eps, 0.0, 1.0)
+    expected = _sign_gradient_by_hand(model, images_8x8, y, eps, 2.5 * eps, steps, start)
+    assert attack.alpha == pytest.approx(2.5 * eps)
+    torch.testing.assert_close(result.adv, expected, rtol=0, atol=1e-12)
+
+
+def test_gradient_direction_runs_no_hessian_products_and_counts_one_gradient_per_step(images_8x8) -> None:
+    model = CountingModel(tiny_cnn())
+    y = _labels(model, images_8x8)
+    result = SOAE(model, eps=0.1, steps=3, hvp="exact", direction="gradient")(images_8x8, y)
+    assert model.gradient_images == 3 * images_8x8.shape[0]  # one gradient per image and step, nothing else
+    assert result.grad_evals == 3 and torch.equal(result.trace.grad_evals_per_sample, torch.full((6,), 3))
+    for iteration in result.trace.iterations:
+        assert iteration.krylov is None
+        torch.testing.assert_close(iteration.cosine_to_gradient, torch.ones(6, dtype=torch.float64))
+
+
+def test_default_direction_is_newton_and_differs_from_gradient(images_8x8: torch.Tensor) -> None:
+    model = tiny_cnn()
+    y = _labels(model, images_8x8)
+    default = SOAE(model, eps=0.1, hvp="exact")(images_8x8, y)
+    newton = SOAE(model, eps=0.1, hvp="exact", direction="newton")(images_8x8, y)
+    gradient = SOAE(model, eps=0.1, hvp="exact", direction="gradient")(images_8x8, y)
+    assert SOAE(model).direction_kind == "newton"
+    assert torch.equal(default.adv, newton.adv)
+    assert all(it.krylov is not None for it in default.trace.iterations)
+    assert not torch.equal(default.adv, gradient.adv)  # the curvature correction changes the step
+
+
+def test_soae_without_curvature_is_in_the_registry_and_fixes_the_direction(images_8x8: torch.Tensor) -> None:
+    from soae_core.attacks import ATTACKS, SOAEWithoutCurvature
+
+    model = tiny_cnn()
+    y = _labels(model, images_8x8)
+    assert ATTACKS["SOAE-g"] is SOAEWithoutCurvature and SOAEWithoutCurvature.name == "SOAE-g"
+    registry = ATTACKS["SOAE-g"](model, eps=0.1, steps=3)(images_8x8, y)
+    direct = SOAE(model, eps=0.1, steps=3, direction="gradient")(images_8x8, y)
+    assert torch.equal(registry.adv, direct.adv)
+    with pytest.raises(ValueError, match="direction"):
+        SOAEWithoutCurvature(model, direction="newton")
+
+
+def test_bad_direction_raises_value_error_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match="direction.*newton.*gradient"):
+        SOAE(tiny_cnn(), direction="hessian")
