@@ -128,3 +128,17 @@ def _tau_table(model_name: str, version: str, image: np.ndarray, label: int, eta
 def tau_table(info: ModelInfo, image: np.ndarray, label: int, eta: float, max_dim: int) -> pd.DataFrame:
     """m(τ) for the finite-difference (step η) and exact products at the image, cached per input."""
     return _tau_table(info.name, weights_version(info), image, label, eta, max_dim)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _margin_gains(model_name: str, version: str, image: np.ndarray, label: int, settings: AttackSettings,
+                  class_names: tuple[str, ...]) -> pd.DataFrame:
+    return krylov_diagnostics.class_margin_gains(_model(model_name, "float32", version), _tensor(image), label,
+                                                 settings, class_names)
+
+
+def margin_gains(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings,
+                 class_names: tuple[str, ...]) -> pd.DataFrame:
+    """Per wrong class, the gain of SOAE's first step along g and along δ̃, cached on SOAE's settings."""
+    soae_only = dataclasses.replace(settings, baselines=())
+    return _margin_gains(info.name, weights_version(info), image, label, soae_only, tuple(class_names))

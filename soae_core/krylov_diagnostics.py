@@ -181,3 +181,39 @@ def tau_to_m_table(model: nn.Module, image: torch.Tensor, label: int, settings: 
         table[f"m ({label_text})"] = [m for m, _ in found]
         table[f"stop ({label_text})"] = [reason for _, reason in found]
     return table
+
+
+def class_margin_gains(model: nn.Module, image: torch.Tensor, label: int, settings: AttackSettings,
+                       class_names: tuple[str, ...]) -> pd.DataFrame:
+    """What SOAE's first step does to every wrong class, along δ̃ (with ``settings``' product) and along g.
+
+    One row per wrong class k (in class order): "class"; "gap" = z_y − z_k at the image (the logit
+    margin the attack must close, > 0 while the image is classified correctly); "along g" and
+    "along δ̃": the first-order gain Δa_k = (J_k − J_y)·δ of k's advantage for the step
+    δ = (α/N)·sign(g) or (α/N)·sign(δ̃), projected; "along g, measured" and "along δ̃, measured":
+    the same through the network; "nearest": True for the wrong class with the smallest gap.
+    Computed by :func:`soae_core.margins.first_order_margins` (the measurement of
+    bench/measure_margins.py). ValueError for a bad image, label or class_names.
+    """
+    from soae_core.margins import first_order_margins
+
+    y = _label_tensor(image, label)
+    if len(class_names) <= label:
+        raise ValueError(f"class_names must name every class, got {len(class_names)} for label {label}")
+    soae = settings.soae_kwargs()
+    change = first_order_margins(model, image.detach(), y, eps=soae["eps"], steps=soae["steps"], alpha=soae["alpha"],
+                                 hvp=soae["hvp"], tau=soae["tau"], max_krylov=soae["max_krylov"])
+    wrong = [k for k in range(change.advantage.shape[1]) if k != label]
+    if len(class_names) != change.advantage.shape[1]:
+        raise ValueError(f"class_names must have one name per class ({change.advantage.shape[1]}), "
+                         f"got {len(class_names)}")
+    nearest = int(change.nearest_wrong[0])
+    return pd.DataFrame({
+        "class": [class_names[k] for k in wrong],
+        "gap": [-float(change.advantage[0, k]) for k in wrong],
+        "along g": [float(change.gradient_first_order[0, k]) for k in wrong],
+        "along δ̃": [float(change.newton_first_order[0, k]) for k in wrong],
+        "along g, measured": [float(change.gradient_actual[0, k]) for k in wrong],
+        "along δ̃, measured": [float(change.newton_actual[0, k]) for k in wrong],
+        "nearest": [k == nearest for k in wrong],
+    })
