@@ -1,12 +1,12 @@
 """Attack Lab: SOAE and the chosen baselines on one image, side by side."""
 
 import streamlit as st
-import torch
 
 from soae_app import cache
-from soae_app.figures import display_image, loss_figure, perturbation_figure, top5_figure
+from soae_app.figures.attack_lab import loss_figure, perturbation_figure, top5_figure
+from soae_app.figures.common import display_image
 from soae_app.sidebar import Selection, ready_selection
-from soae_core.lab import LabRun, assemble_run, metrics_table, npy_bytes, png_bytes, run_bundle
+from soae_core.analysis.attack_lab import LabRun, metrics_table, npy_bytes, png_bytes, run_bundle
 
 st.title("Attack Lab")
 st.markdown("SOAE steps along **δ̃ ≈ H⁻¹g**, the Newton direction of the loss, found by GMRES from "
@@ -16,20 +16,14 @@ selection = ready_selection()
 
 
 def compute_run(selection: Selection) -> LabRun:
-    """Every attack of the settings on the image (cached per attack), shown with a status box
-    while something actually runs."""
-    info, settings = selection.info, selection.settings
+    """``run_lab`` on the image (every attack cached on its own), shown with a status box while
+    something actually runs."""
     box = st.empty()
-    outcomes, iterations = [], []
-    with box.status(f"Running {', '.join(settings.attack_names)} on {info.name}…") as status:
-        for name in settings.attack_names:
-            status.write(f"{name}…")
-            outcome, views = cache.attack(info, selection.image, selection.label, name, settings)
-            outcomes.append(outcome)
-            iterations = iterations or views
+    with box.status(f"Running {', '.join(selection.settings.attack_names)} on {selection.info.name}…") as status:
+        run = cache.lab_run(selection.info, selection.image, selection.label, selection.settings,
+                            on_attack=lambda name: status.write(f"{name}…"))
     box.empty()
-    image = torch.from_numpy(selection.image).unsqueeze(0)
-    return assemble_run(cache.model(info), image, selection.label, info.class_names, outcomes, iterations)
+    return run
 
 
 try:

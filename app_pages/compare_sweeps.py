@@ -7,9 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from soae_app import batch_runner, cache
-from soae_app.analysis_figures import budget_figure, eta_figure, steps_figure, tau_figure
+from soae_app.figures.compare_sweeps import budget_figure, eta_figure, steps_figure, tau_figure
 from soae_app.sidebar import Selection, current_selection
-from soae_core import compare
+from soae_core.analysis import compare_sweeps as compare
+from soae_core.analysis.jobs import Job
 from soae_core.attacks import ATTACKS
 from soae_core.data import SAMPLE_DATASETS
 
@@ -30,7 +31,7 @@ if info.dataset not in SAMPLE_DATASETS:
 
 available = len(cache.samples(info.dataset))
 left, right = st.columns([1, 2])
-n = left.select_slider("Images n", [n for n in (10, 20, 50, 100, 150, 200) if n <= available] or [available],
+n = left.select_slider("Images n", compare.image_counts(available),
                        value=20 if available >= 20 else available, key="compare::n",
                        help="The first n bundled test images, taken class by class in turn (balanced classes).")
 attacks = right.multiselect("Attacks", list(ATTACKS), default=["FGSM", "PGD", "SOAE"], key="compare::attacks")
@@ -64,7 +65,7 @@ with tab_attacks:
     if not attacks:
         st.info("Choose at least one attack.")
     else:
-        jobs = [compare.Job.of(name, name, kwargs(name)) for name in attacks]
+        jobs = [Job.of(name, name, kwargs(name)) for name in attacks]
         try:
             run = batch_runner.run_jobs([(info, job) for job in jobs], n, area="compare", autostart=True)
         except ValueError as error:

@@ -5,13 +5,12 @@ import math
 
 import pandas as pd
 import streamlit as st
-import torch
 
-from soae_app import analysis_cache
-from soae_app.analysis_figures import line_figure, plane_figure, toy_figure
-from soae_app.sidebar import Selection, current_selection
-from soae_core.landscape import default_radius
-from soae_core.toy2d import ACTIVATIONS, TOY_CLASSES
+from soae_app import cache
+from soae_app.figures.how_soae_works import line_figure, plane_figure, toy_figure
+from soae_app.sidebar import ready_selection
+from soae_core.analysis.common import image_batch
+from soae_core.analysis.how_soae_works import ACTIVATIONS, LANDSCAPE_SCALES, TOY_CLASSES, default_radius
 
 st.title("How SOAE works")
 st.markdown(
@@ -41,8 +40,8 @@ with controls:
                           help="ReLU: the Hessian is positive semidefinite everywhere. tanh: it can be indefinite.")
     x1 = st.slider("p: x₁", 0.0, 1.0, step=0.01, key="toy::x")
     x2 = st.slider("p: x₂", 0.0, 1.0, step=0.01, key="toy::y")
-    toy = analysis_cache.toy_classifier(activation)
-    predicted = analysis_cache.toy_step(activation, (x1, x2), 0, 0.1).probabilities.argmax()
+    toy = cache.toy_classifier(activation)
+    predicted = cache.toy_step(activation, (x1, x2), 0, 0.1).probabilities.argmax()
     choice = st.selectbox("Loss of class", ["predicted"] + list(range(len(TOY_CLASSES))), key="toy::class",
                           format_func=lambda c: f"the predicted one ({TOY_CLASSES[predicted]})" if c == "predicted"
                           else TOY_CLASSES[c],
@@ -53,8 +52,8 @@ with controls:
     st.caption(f"Toy: 2 → 16 → 16 → 3 MLP trained in {toy.train_seconds:.2f} s, "
                f"{toy.train_accuracy:.0%} training accuracy.")
 
-step = analysis_cache.toy_step(activation, (x1, x2), label, eps)
-grid = analysis_cache.toy_grid(activation, label, 81)
+step = cache.toy_step(activation, (x1, x2), label, eps)
+grid = cache.toy_grid(activation, label, 81)
 with picture:
     st.plotly_chart(toy_figure(grid, step, show_quadratic), key="toy::figure", on_select=move_point,
                     selection_mode="points")
@@ -62,16 +61,15 @@ with picture:
                "loss of the chosen class. Arrows: the directions of g and of H⁻¹g (unit length, scaled). Green "
                "dots: the directions of GMRES's iterates δ₀ = g → δ₁ → δ₂ = H⁻¹g. Dotted square: the ε-box.")
 
-ascent = float(step.gradient @ step.direction)
-curvature = "positive definite" if step.eigenvalues.min() > 0 else (
-    "indefinite" if step.eigenvalues.max() > 0 else "negative definite")
+ascent = step.ascent
 left, middle, right = st.columns([1, 1, 1.3])
 with left:
     st.markdown(f"**At p = ({x1:.2f}, {x2:.2f})**, loss of {TOY_CLASSES[label]}: L = {step.loss:.3f}")
     st.dataframe(pd.DataFrame({"g": step.gradient, "H⁻¹g": step.direction}, index=["x₁", "x₂"]),
                  key="toy::vectors")
 with middle:
-    st.markdown(f"**Hessian H** — eigenvalues {step.eigenvalues[0]:.3g}, {step.eigenvalues[1]:.3g}: **{curvature}**")
+    st.markdown(f"**Hessian H** — eigenvalues {step.eigenvalues[0]:.3g}, {step.eigenvalues[1]:.3g}: "
+                f"**{step.curvature}**")
     st.dataframe(pd.DataFrame(step.hessian, index=["x₁", "x₂"], columns=["x₁", "x₂"]), key="toy::hessian")
 with right:
     st.markdown(f"gᵀH⁻¹g = {ascent:.3g}: H⁻¹g is an **{'ascent' if ascent > 0 else 'descent'}** direction"
@@ -94,25 +92,19 @@ st.caption("Every step is projected onto the ε-box (and the unit square). With 
            "SOAE's step, and how well Q predicts the true loss.")
 
 st.header("2 · The real model around the sidebar's image", divider="gray")
-selection: Selection = current_selection()
-if not selection.ready:
-    st.info(selection.problem or "Pick a model and an image in the sidebar.")
-    st.stop()
+selection = ready_selection()
 info, settings, image, label = selection.info, selection.settings, selection.image, selection.label
-corner = default_radius(torch.from_numpy(image)[None], settings.eps)
-scale = st.select_slider("Range of t, in units of ε·√(pixels)", [0.25, 0.5, 1.0, 2.0, 4.0], value=1.0,
-                         key="landscape::range",
+corner = default_radius(image_batch(image), settings.eps)
+scale = st.select_slider("Range of t, in units of ε·√(pixels)", LANDSCAPE_SCALES, value=1.0, key="landscape::range",
                          help=f"ε·√(pixels) = {corner:.3f} is how far a sign step of size ε moves the image (Euclidean).")
-radius = scale * corner
-large = image.size > 4096
 try:
     with st.spinner("Evaluating the loss on the line and on the plane…"):
-        along_gradient, along_soae, plane = analysis_cache.loss_landscape(
-            info, image, label, settings, radius, line_points=41 if large else 61, plane_points=9 if large else 31)
+        landscape = cache.loss_landscape(info, image, label, settings, scale)
 except ValueError as error:
     st.error(f"The loss landscape could not be computed: {error}")
     st.stop()
-st.plotly_chart(line_figure(along_gradient, along_soae, corner), key="landscape::lines")
+along_gradient, along_soae, plane = landscape.along_gradient, landscape.along_soae, landscape.plane
+st.plotly_chart(line_figure(along_gradient, along_soae, landscape.corner), key="landscape::lines")
 left, right = st.columns([3, 2])
 left.plotly_chart(plane_figure(plane), key="landscape::plane")
 with right:

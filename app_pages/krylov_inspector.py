@@ -3,9 +3,12 @@
 import streamlit as st
 
 from soae_app import cache
-from soae_app.figures import fd_accuracy_figure, m_figure, margin_gains_figure, residual_figure, spectrum_figure
+from soae_app.figures.krylov_inspector import (fd_accuracy_figure, m_figure, margin_gains_figure, residual_figure,
+                                                spectrum_figure)
 from soae_app.sidebar import ready_selection
-from soae_core.app_settings import MAX_KRYLOV
+from soae_core.analysis.krylov_inspector import (INACCURATE_FD_ERROR, best_error, comparison_models, describe_margin_gains,
+                                                 error_at)
+from soae_core.analysis.settings import HVP_LABELS, MAX_KRYLOV
 from soae_core.models import list_models
 
 st.title("Krylov Inspector")
@@ -14,8 +17,7 @@ st.markdown("Each SOAE iteration solves **H δ = g** by GMRES in the Krylov spac
 
 selection = ready_selection()
 info, settings, image, label = selection.info, selection.settings, selection.image, selection.label
-hvp_name = {"finite_difference": "finite-difference", "central_difference": "central-difference",
-            "exact": "exact"}[settings.hvp]
+hvp_name = HVP_LABELS[settings.hvp]
 
 try:
     st.header("GMRES residuals", divider="gray")
@@ -32,14 +34,9 @@ try:
 
     st.header("Where the step goes: δ̃ against g", divider="gray")
     with st.spinner("Comparing one step along δ̃ and along g…"):
-        gains = cache.margin_gains(info, image, label, settings, info.class_names)
+        gains = cache.margin_gains(info, image, label, settings)
     st.plotly_chart(margin_gains_figure(gains), key="krylov::margins")
-    nearest = gains[gains["nearest"]].iloc[0]
-    st.markdown(f"The nearest wrong class, **{nearest['class']}**, is {nearest['gap']:.2f} logits away. One SOAE step "
-                f"along δ̃ closes {nearest['along δ̃']:.2f} of that, the same step along the plain gradient g "
-                f"{nearest['along g']:.2f}. Over the nine wrong classes δ̃ gains {gains['along δ̃'].mean():.2f} on "
-                f"average (spread {gains['along δ̃'].std():.2f}), g {gains['along g'].mean():.2f} "
-                f"(spread {gains['along g'].std():.2f}).")
+    st.markdown(describe_margin_gains(gains))
     st.caption("Bars: the first-order change (J_k − J_y)·δ of each wrong class's logit z_k relative to the true "
                "class's, for SOAE's first step δ = (α/N)·sign(·) with the sidebar's settings, along the GMRES "
                "solution δ̃ ≈ H⁻¹g and along g ('SOAE without curvature'). A bar reaching its black tick would "
@@ -48,9 +45,7 @@ try:
                "(REPRODUCTION.md, 'Why').")
 
     st.header("Ritz values: the Hessian's spectrum", divider="gray")
-    twins = [m for m in list_models() if m.available and m.dataset == info.dataset and m.name != info.name]
-    # Models of the other kind (smooth vs ReLU) first: that is the comparison worth seeing.
-    twins.sort(key=lambda m: ("smooth" in m.architecture) == ("smooth" in info.architecture))
+    twins = comparison_models(info, list_models())
     compare = st.selectbox("Compare with", ["(none)"] + [m.name for m in twins], index=1 if twins else 0,
                            key="krylov::compare", help="A smooth network (SiLU) has a full-rank, indefinite Hessian.")
     spectrum_dim = st.slider("Largest Krylov dimension", 10, MAX_KRYLOV, 40, step=10, key="krylov::spectrum_dim")
@@ -68,13 +63,11 @@ try:
     with st.spinner("Comparing products over η…"):
         accuracy = cache.fd_accuracy(info, image, label)
     st.plotly_chart(fd_accuracy_figure(accuracy, settings.eta), key="krylov::fd_accuracy")
-    used = accuracy[(accuracy["scheme"] == "forward") & (accuracy["dtype"] == "float32")
-                    & (accuracy["eta"] == settings.eta)]["relative_error"]
-    best64 = accuracy[accuracy["dtype"] == "float64"]["relative_error"].min()
-    if len(used):
+    used, best64 = error_at(accuracy, settings.eta), best_error(accuracy, "float64")
+    if used is not None:
         st.markdown(f"At the chosen η = {settings.eta:g}, the product SOAE's finite-difference mode computes "
-                    f"(forward, float32) is off by **{used.iloc[0]:.2g}** relative to the exact one.")
-    if best64 > 0.1:
+                    f"(forward, float32) is off by **{used:.2g}** relative to the exact one.")
+    if best64 > INACCURATE_FD_ERROR:
         st.info(f"On this image no η gives an accurate finite difference, even in float64 (best relative error "
                 f"{best64:.2g}). Typical cause: pixels that are exactly 0 (the Fashion-MNIST background) leave "
                 "ties in max-pooling windows, so the gradient jumps under any perturbation and the difference "

@@ -5,12 +5,10 @@ import streamlit as st
 
 from soae_app import batch_runner, cache
 from soae_app.sidebar import Selection, current_selection
-from soae_core import compare
+from soae_core.analysis.models import bundled_models, card_column, table_one, table_one_tasks, zoo_table
 from soae_core.attacks import ATTACKS
-from soae_core.data import SAMPLE_DATASETS
-from soae_core.model_card import PAPER_EPS
+from soae_core.defaults import PAPER_EPS
 from soae_core.models import list_models
-from soae_core.zoo_tables import table_one, zoo_table
 
 st.title("Models")
 st.markdown("Every model the lab knows, with what its model card says: how it was trained and how robust it was "
@@ -18,15 +16,14 @@ st.markdown("Every model the lab knows, with what its model card says: how it wa
 
 infos = list_models()
 zoo = zoo_table(infos)
-eps_label = f"{PAPER_EPS * 255:g}/255"
-numbers = ["Dataset", "Architecture", "Method", "Available", "Clean accuracy", f"PGD-20 @ {eps_label}",
-           f"SOAE @ {eps_label}", "Test images"]
+pgd_column, soae_column = card_column("PGD-20", PAPER_EPS), card_column("SOAE", PAPER_EPS)
+numbers = ["Dataset", "Architecture", "Method", "Available", "Clean accuracy", pgd_column, soae_column, "Test images"]
 st.dataframe(zoo[numbers], column_config={
     "Available": st.column_config.CheckboxColumn(help="Weights are present on this machine."),
     "Clean accuracy": st.column_config.NumberColumn(format="percent", help="On the first 'Test images' test images."),
-    f"PGD-20 @ {eps_label}": st.column_config.NumberColumn(format="percent", help="From the model card."),
-    f"SOAE @ {eps_label}": st.column_config.NumberColumn(format="percent", help="From the model card (exact products, "
-                                                                                "N = 4, sign step)."),
+    pgd_column: st.column_config.NumberColumn(format="percent", help="From the model card."),
+    soae_column: st.column_config.NumberColumn(format="percent", help="From the model card (exact products, "
+                                                                      "N = 4, sign step)."),
 })
 st.dataframe(zoo[["Training", "Note"]], column_config={
     "Training": st.column_config.TextColumn(width="large", help="From the model card: epochs, optimiser, objective, "
@@ -42,7 +39,7 @@ with st.expander("Model cards (JSON)"):
         st.caption("No model card found: train the bundled models (python -m soae_core.train).")
 
 st.header("Table I, on this machine", divider="gray")
-bundled = [info for info in infos if info.available and info.dataset in SAMPLE_DATASETS]
+bundled = bundled_models(infos)
 if not bundled:
     st.info("No bundled Fashion-MNIST model is available yet.")
     st.stop()
@@ -57,8 +54,7 @@ attacks = right.multiselect("Attacks", list(ATTACKS), default=list(ATTACKS), key
 if not attacks:
     st.info("Choose at least one attack.")
     st.stop()
-tasks = [(info, compare.Job.of(f"{info.name} · {attack}", attack, settings.attack_kwargs(attack, info.dataset)))
-         for info in bundled for attack in attacks]
+tasks = table_one_tasks(bundled, attacks, settings)
 n = min(n, len(cache.samples(bundled[0].dataset)))
 try:
     run = batch_runner.run_jobs(tasks, n, area="models::table1", run_label="Compute Table I")
@@ -67,8 +63,7 @@ except ValueError as error:
     st.stop()
 results = run.results()
 if results:
-    keyed = {(info.name, job.attack): results[job.label] for info, job in tasks if job.label in results}
-    table = table_one(keyed, bundled, attacks)
+    table = table_one(tasks, results, bundled, attacks)
     st.dataframe(table, column_config={column: st.column_config.NumberColumn(format="percent")
                                        for column in ["Clean", *attacks]})
     st.download_button("Table I (CSV)", table.to_csv().encode("utf-8"), "table_one.csv", "text/csv",

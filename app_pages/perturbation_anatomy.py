@@ -3,34 +3,31 @@ attends to before and after, and the spectrum of δ — for the sidebar's image 
 
 import streamlit as st
 
-from soae_app import analysis_cache, cache
-from soae_app.analysis_figures import (
+from soae_app import cache
+from soae_app.figures.common import display_image
+from soae_app.figures.perturbation_anatomy import (
     attribution_figure,
     delta_spectrum_figure,
     distortion_figure,
     edges_figure,
     feature_maps_figure,
 )
-from soae_app.figures import display_image
-from soae_app.sidebar import Selection, current_selection
-from soae_core.anatomy import distortion_table, location_table
+from soae_app.sidebar import ready_selection
+from soae_core.analysis.perturbation_anatomy import distortion_table, location_table
 
 st.title("Perturbation Anatomy")
 st.markdown("The paper claims second-order perturbations sit on edges and disturb the features less visibly. "
             "Here every attack of the sidebar runs on the same image, and its perturbation δ = x_adv − x is "
             "taken apart: where it sits, which features it moves, and what the model looks at afterwards.")
 
-selection: Selection = current_selection()
-if not selection.ready:
-    st.info(selection.problem or "Pick a model and an image in the sidebar.")
-    st.stop()
+selection = ready_selection()
 info, settings, image, label = selection.info, selection.settings, selection.image, selection.label
 names = info.class_names
 
 try:
     with st.spinner(f"Running {', '.join(settings.attack_names)}…"):
-        outcomes = [cache.attack(info, image, label, name, settings)[0] for name in settings.attack_names]
-    layers = analysis_cache.spatial_layers(info)
+        outcomes = cache.lab_run(info, image, label, settings).outcomes
+    layers = cache.spatial_layers(info, info.input_shape)
 except ValueError as error:
     st.error(f"The attacks could not run: {error}")
     st.stop()
@@ -46,7 +43,7 @@ target = right.radio("Attribute", ["prediction", "label"], key="anatomy::target"
 
 try:
     with st.spinner("Measuring edges, features and attributions…"):
-        anatomy = analysis_cache.anatomy(info, image, label, {o.name: o.adv for o in outcomes}, map_layers,
+        anatomy = cache.anatomy(info, image, label, {o.name: o.adv for o in outcomes}, map_layers,
                                          top_channels, target)
 except ValueError as error:
     st.error(f"The anatomy could not be computed: {error}")

@@ -9,7 +9,7 @@
    difference products, τ = 1e-3, cap 30, N = 4) on n = 100 bundled images, caches cold for that
    n: wall time of the page run that computes it. Target ≤ 60 s. The progress bar moves after
    every (attack, batch of 25) unit; we also time each unit on its own (same code path,
-   ``soae_core.compare.run_batch``) and report the longest gap between two progress updates.
+   ``soae_core.analysis.jobs.run_batch``) and report the longest gap between two progress updates.
 
 ``--threads k`` sets torch's intra-op threads first (default: torch's own choice, one per core).
 On a machine busy with other jobs, 2 threads on 2 cores oversubscribe and were measured up to
@@ -75,21 +75,21 @@ def compare_page_run(n: int) -> dict:
 
 def unit_times(n: int, batch_size: int = 25) -> dict:
     """Each (attack, batch) unit's seconds, run the way the page runs them (batch-major order)."""
-    from soae_core import compare
-    from soae_core.app_settings import DEFAULT_SETTINGS
+    from soae_core.analysis import jobs
+    from soae_core.analysis.settings import DEFAULT_SETTINGS
     from soae_core.data import load_samples
     from soae_core.models import DEFAULT_MODEL, get_model_info, load_model
 
     info = get_model_info(DEFAULT_MODEL)
     model, samples = load_model(DEFAULT_MODEL), load_samples(info.dataset)
-    order = compare.image_order(samples.labels)
+    order = jobs.image_order(samples.labels)
     units = []
-    for start, stop in compare.batches(n, batch_size):
+    for start, stop in jobs.batches(n, batch_size):
         positions = order[start:stop]
         for name in ATTACKS:
-            job = compare.Job.of(name, name, DEFAULT_SETTINGS.attack_kwargs(name, info.dataset))
+            job = jobs.Job.of(name, name, DEFAULT_SETTINGS.attack_kwargs(name, info.dataset))
             begin = time.perf_counter()
-            compare.run_batch(model, job, samples.images[positions], samples.labels[positions], positions)
+            jobs.run_batch(model, job, samples.images[positions], samples.labels[positions], positions)
             units.append({"attack": name, "images": f"{start + 1}-{stop}", "seconds": time.perf_counter() - begin})
     return {"units": units, "longest_gap_s": max(u["seconds"] for u in units),
             "total_s": sum(u["seconds"] for u in units)}

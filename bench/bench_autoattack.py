@@ -1,7 +1,7 @@
 """AutoAttack benchmark (issue 4): AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square), L∞,
 ε = 0.1, on the first 100 Fashion-MNIST test images, standard small CNN (fmnist-cnn-std).
 
-Target: ≤ 15 s on the project machine (torchattacks alone took ~10 s there, NOTES.md). Times our
+Target: ≤ 15 s on the project machine (torchattacks alone took ~10 s there). Times our
 wrapper (counting model, detached parameters, forked RNG) and bare torchattacks on the same
 images, so the wrapper's overhead is visible.
 
@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, write_result  # noqa: E402
 from soae_core.attacks import AutoAttack  # noqa: E402
 from soae_core.data import load_fashion_mnist  # noqa: E402
+from soae_core.metrics import accuracy  # noqa: E402
 from soae_core.models import load_model  # noqa: E402
 
 EPS = 0.1
@@ -48,8 +49,7 @@ def main() -> None:
     model = load_model("fmnist-cnn-std")
     test = load_fashion_mnist("test")
     x, y = test.images[:N_IMAGES], test.labels[:N_IMAGES]
-    with torch.no_grad():
-        clean = float((model(x).argmax(1) == y).float().mean())
+    clean = accuracy(model, x, y)
 
     ours, bare, result = [], [], None
     for _ in range(args.repeats):
@@ -58,8 +58,7 @@ def main() -> None:
         reference = torchattacks.AutoAttack(model, norm="Linf", eps=EPS, version="standard", n_classes=10, seed=0)
         seconds, _ = _timed(lambda: reference(x, y))
         bare.append(seconds)
-    with torch.no_grad():
-        robust = float((model(result.adv).argmax(1) == y).float().mean())
+    robust = accuracy(model, result.adv, y)
     payload = {
         "setting": f"AutoAttack standard, Linf, eps={EPS}, first {N_IMAGES} Fashion-MNIST test images, fmnist-cnn-std",
         "seconds_ours": sorted(ours), "median_seconds_ours": sorted(ours)[args.repeats // 2],

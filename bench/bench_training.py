@@ -24,8 +24,8 @@ from common import write_result  # noqa: E402
 
 from soae_core.data import SampleSet, load_fashion_mnist  # noqa: E402
 from soae_core.models import build_model  # noqa: E402
-from soae_core.train import TrainConfig, make_optimizer, train_one_epoch  # noqa: E402
-from soae_core.training_objectives import ObjectiveConfig  # noqa: E402
+from soae_core.experiments.training import TrainConfig, make_optimizer, train_one_epoch  # noqa: E402
+from soae_core.experiments.training_objectives import ObjectiveConfig  # noqa: E402
 
 FULL_EPOCH = 60_000
 SOAT = ObjectiveConfig(method="soat", eps=0.1, soae_steps=1, soae_hvp="exact", soae_max_krylov=10,

@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for soae_core
+from soae_core.experiments.machine import describe_machine  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> str:
-    """One line naming the machine: CPU model, cores, torch version and threads, CUDA if any."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f", CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads){gpu}, load avg {os.getloadavg()[0]:.2f}")
+    """One line naming the machine (``soae_core.experiments.machine.describe_machine``)."""
+    return describe_machine()
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 10, warmup: int = 2) -> float:

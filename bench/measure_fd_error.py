@@ -5,7 +5,7 @@ For each model and each of the first n Fashion-MNIST test images: the relative e
 float64 product (double backprop), with v the input gradient (the paper's first product), for
 η = 1e-1 … 1e-7 — once on the images as they are, once after "jitter": uniform noise of ±1e-3
 added and clamped to [0, 1], which breaks the exact ties of Fashion-MNIST's zero backgrounds in
-the max-pool windows. Per-image sweeps come from :func:`soae_core.krylov_diagnostics.fd_accuracy_sweep`
+the max-pool windows. Per-image sweeps come from :func:`soae_core.analysis.krylov_inspector.fd_accuracy_sweep`
 (the Krylov Inspector's), this script only loops and summarises (median and 90th percentile).
 
 Run: `python bench/measure_fd_error.py [--models ...] [--n 100]`.
@@ -27,10 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_result  # noqa: E402
 from soae_core.data import load_fashion_mnist  # noqa: E402
-from soae_core.krylov_diagnostics import fd_accuracy_sweep  # noqa: E402
+from soae_core.analysis.krylov_inspector import fd_accuracy_sweep  # noqa: E402
+from soae_core.defaults import decades  # noqa: E402
 from soae_core.models import load_model  # noqa: E402
 
-ETAS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
+ETAS = decades(-1, -7)
 JITTER = 1e-3
 
 

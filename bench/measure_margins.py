@@ -4,8 +4,8 @@ wrong class's logit advantage a_k = z_k − z_y, to first order (Δa = (J_k − 
 For each model and ε, on the first n Fashion-MNIST test images (the images the model gets right):
 SOAE's first sign step (α/N)·sign(δ̃) (exact Hessian-vector products, τ = 1e-3, ≤ 30 Krylov steps,
 N = 4, α = 2.5ε — the settings of the `soae-exact` run) against the same step along sign(g).
-Per image from :func:`soae_core.margins.first_order_margins` (the app's computation), summarised
-by :func:`soae_core.margins.summarise_margins` (medians over the images).
+Per image from :func:`soae_core.analysis.krylov_inspector.first_order_margins` (the app's computation), summarised
+by :func:`soae_core.analysis.krylov_inspector.summarise_margins` (medians over the images).
 
 Run: `python bench/measure_margins.py [--models ...] [--n 1000] [--eps 8/255 0.1]`.
 Writes bench/results/margins.json and prints a Markdown table and the counts REPRODUCTION.md cites;
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_result  # noqa: E402
 from soae_core.data import load_fashion_mnist  # noqa: E402
-from soae_core.margins import first_order_margins, summarise_margins  # noqa: E402
+from soae_core.analysis.krylov_inspector import first_order_margins, summarise_margins  # noqa: E402
 from soae_core.models import load_model  # noqa: E402
 
 COLUMNS = {"nearest_gain": "Δa nearest wrong class", "mean_gain": "Δa mean over wrong classes",

@@ -14,8 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -23,12 +21,8 @@ from common import write_result  # noqa: E402
 from soae_core.attacks import FGSM, PGD, SOAE  # noqa: E402
 from soae_core.attacks.soae import STEP_RULES  # noqa: E402
 from soae_core.data import load_samples  # noqa: E402
+from soae_core.metrics import accuracy  # noqa: E402
 from soae_core.models import load_model  # noqa: E402
-
-
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((model(images).argmax(1) == labels).float().mean())
 
 
 def main() -> None:

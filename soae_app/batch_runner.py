@@ -1,9 +1,10 @@
 """Running comparison jobs on many images in the app: a progress bar, a Stop button, resuming.
 
-A run is a list of tasks — (model, :class:`soae_core.compare.Job`) pairs with distinct job
-labels — on the first n bundled images, cut into (task, batch) units. Each unit comes from :func:`soae_app.analysis_cache.compare_batch` (cached
-across sessions) and is kept in this session as soon as it is done, so a Stop — which makes
-Streamlit rerun the page — keeps everything finished so far, and Resume continues from there.
+A run is a list of tasks — (model, :class:`soae_core.analysis.jobs.Job`) pairs with distinct job
+labels — on the first n bundled images, cut into (task, batch) units. Each unit comes from
+:func:`soae_app.cache.compare_batch` (cached across sessions) and is kept in this session as soon
+as it is done, so a Stop — which makes Streamlit rerun the page — keeps everything finished so
+far, and Resume continues from there.
 
 State per run area (``area``, e.g. "compare" or "sweep::tau") in ``st.session_state``:
 ``<area>::units`` (finished units of the current run), ``<area>::started`` and
@@ -17,12 +18,12 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from soae_app import analysis_cache, cache
-from soae_core import compare
+from soae_app import cache
+from soae_core.analysis.jobs import BatchOutcome, Job, JobResult, batches, combine
 from soae_core.models import ModelInfo
 
 
-Task = tuple[ModelInfo, compare.Job]
+Task = tuple[ModelInfo, Job]
 
 
 def run_id(tasks: list[Task], n: int, batch_size: int) -> str:
@@ -35,8 +36,8 @@ def run_id(tasks: list[Task], n: int, batch_size: int) -> str:
 class RunProgress:
     """What a run has produced so far: finished batches per job label, in image order."""
 
-    jobs: list[compare.Job]
-    outcomes: dict[str, list[compare.BatchOutcome]]
+    jobs: list[Job]
+    outcomes: dict[str, list[BatchOutcome]]
     done_units: int
     total_units: int
     stopped: bool
@@ -46,9 +47,9 @@ class RunProgress:
         """True when every unit is done."""
         return self.done_units == self.total_units
 
-    def results(self) -> dict[str, compare.JobResult]:
+    def results(self) -> dict[str, JobResult]:
         """Joined results of every job with at least one finished batch (partial runs included)."""
-        return {job.label: compare.combine(self.outcomes[job.label]) for job in self.jobs if self.outcomes[job.label]}
+        return {job.label: combine(self.outcomes[job.label]) for job in self.jobs if self.outcomes[job.label]}
 
 
 def _press(key: str, value: str) -> None:
@@ -73,9 +74,9 @@ def run_jobs(tasks: list[Task], n: int, area: str, batch_size: int = 25, autosta
     if store.get("run") != run:  # another configuration: start a fresh record
         store.clear()
         store.update(run=run, units={})
-    done: dict[tuple[str, int], compare.BatchOutcome] = store["units"]
+    done: dict[tuple[str, int], BatchOutcome] = store["units"]
     # Batch by batch, every job on each batch: a stopped run has all attacks on (nearly) the same images.
-    units = [(info, job, start, stop) for start, stop in compare.batches(n, batch_size) for info, job in tasks]
+    units = [(info, job, start, stop) for start, stop in batches(n, batch_size) for info, job in tasks]
     todo = [unit for unit in units if (unit[1].label, unit[2]) not in done]
     stopped = st.session_state.get(f"{area}::stopped") == run
     started = autostart or st.session_state.get(f"{area}::started") == run
@@ -95,10 +96,10 @@ def run_jobs(tasks: list[Task], n: int, area: str, batch_size: int = 25, autosta
             finished = len(units) - len(todo) + k
             bar.progress(finished / len(units),
                          text=f"{job.label}: images {start + 1}–{stop} of {n} (batch {finished + 1} of {len(units)})")
-            done[(job.label, start)] = analysis_cache.compare_batch(info, job, start, stop)
+            done[(job.label, start)] = cache.compare_batch(info, info.dataset, job, start, stop)
         bar.empty()
         stop_slot.empty()
 
-    outcomes = {job.label: [done[(job.label, start)] for start, _ in compare.batches(n, batch_size)
+    outcomes = {job.label: [done[(job.label, start)] for start, _ in batches(n, batch_size)
                             if (job.label, start) in done] for job in jobs}
     return RunProgress(jobs, outcomes, sum(len(v) for v in outcomes.values()), len(units), stopped and bool(todo))

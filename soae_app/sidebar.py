@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
-import torch
 
 from soae_app import cache
-from soae_app.figures import display_image
-from soae_core.app_settings import (
+from soae_app.figures.common import display_image
+from soae_core.analysis.common import class_probabilities, image_batch
+from soae_core.analysis.settings import (
     ALPHA_FACTOR_CHOICES,
     ALPHA_RAW_CHOICES,
     BASELINES,
@@ -38,7 +38,6 @@ from soae_core.app_settings import (
     widget_values,
 )
 from soae_core.data import SAMPLE_DATASETS, list_photos, load_user_image
-from soae_core.lab import class_probabilities
 from soae_core.models import DEFAULT_MODEL, ModelInfo, list_models
 
 SELECTION_KEY = "soae_lab_selection"
@@ -102,7 +101,7 @@ def _pick_model() -> ModelInfo:
 def _pick_true_label(info: ModelInfo, image: np.ndarray, source_id: str) -> int:
     """For photos and uploads: the true label, the model's prediction by default."""
     net = cache.model(info)
-    predicted = int(np.argmax(class_probabilities(net, torch.from_numpy(image).unsqueeze(0))))
+    predicted = int(np.argmax(class_probabilities(net, image_batch(image))))
     return st.selectbox("True label", range(info.num_classes), index=predicted, key=f"label::{source_id}",
                         format_func=lambda i: info.class_names[i],
                         help="The attack pushes the image away from this class. Default: the model's prediction.")

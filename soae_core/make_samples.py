@@ -1,8 +1,5 @@
-"""Write the bundled sample set: ``python -m soae_core.make_samples`` → assets/samples/fashion_mnist.npz.
-
-The first ``per_class`` images of each class in the Fashion-MNIST *test* set (in test-set order),
-stored as uint8 with their labels, class names and test-set indices.
-"""
+"""Write the bundled sample set: ``python -m soae_core.make_samples`` → assets/samples/fashion_mnist.npz
+(:func:`soae_core.experiments.samples.write_fashion_mnist_samples`)."""
 
 from __future__ import annotations
 
@@ -10,26 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from soae_core.data import load_fashion_mnist, samples_dir
-from soae_core.validation import check_int
-
-
-def write_fashion_mnist_samples(path: Path, per_class: int = 20) -> Path:
-    """Write ``per_class`` test images per class (ordered by class, then test index) to ``path``."""
-    check_int("per_class", per_class)
-    test = load_fashion_mnist("test")
-    indices = torch.cat([torch.nonzero(test.labels == c).flatten()[:per_class] for c in range(len(test.class_names))])
-    images = (test.images[indices, 0] * 255).round().to(torch.uint8).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, images=images, labels=test.labels[indices].numpy().astype(np.int64),
-                        class_names=np.array(test.class_names), test_indices=indices.numpy().astype(np.int64))
-    return path
+from soae_core.data import samples_dir
+from soae_core.experiments.samples import write_fashion_mnist_samples
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments and write the sample set."""
     parser = argparse.ArgumentParser(prog="python -m soae_core.make_samples", description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--out", type=Path, default=samples_dir() / "fashion_mnist.npz")

@@ -1,5 +1,6 @@
 """How big, how visible and where a perturbation is: image-quality scores, norms, edge maps,
-edge alignment, feature distortion, attributions and the spectrum of δ = x_adv − x.
+edge alignment, feature distortion, attributions and the spectrum of δ = x_adv − x; and the
+model's batched predictions and accuracy.
 
 Inputs are image batches (N, C, H, W) in [0, 1] (float tensors). Per-image scores come back as
 NumPy float64 arrays of shape (N,); maps as NumPy arrays (N, H, W). Built on scikit-image (PSNR,
@@ -30,6 +31,18 @@ from soae_core.validation import check_choice, check_images, check_int, check_po
 PAPER_PSNR_OFFSET_DB = 20 * math.log10(255)
 EDGE_METHODS = ("canny", "sobel")
 ATTRIBUTION_METHODS = ("saliency", "integrated_gradients")
+
+
+def predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The model's classes (N,) int64 for images (N, C, H, W) in [0, 1], in batches without gradients."""
+    batch_size = check_int("batch_size", batch_size)
+    with torch.no_grad():
+        return torch.cat([model(images[i:i + batch_size]).argmax(dim=1) for i in range(0, images.shape[0], batch_size)])
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Share in [0, 1] of ``images`` (N, C, H, W) that ``model`` classifies as ``labels`` (N,)."""
+    return float((predictions(model, images, batch_size) == labels).double().mean())
 
 
 def check_pair(clean: torch.Tensor, adv: torch.Tensor) -> None:

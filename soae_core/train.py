@@ -1,202 +1,54 @@
 """Training CLI: ``python -m soae_core.train --model fmnist-cnn-pgd --method pgd --epochs 6``.
 
-Methods: std (cross-entropy), pgd (Madry PGD-AT), trades (β = 6), soat (training on SOAE
-examples, eq. 15 of Qian et al.). Checkpoints every epoch to ``runs/<name>/checkpoint.pt``
-(written atomically); ``--resume`` continues from the last finished epoch, so a ``kill -9``
-loses at most the running epoch. Each epoch's shuffling and attack noise come from
-``seed + epoch``, so a resumed run repeats what the uninterrupted run would have done.
-At the end it writes ``<out-dir>/<name>.safetensors`` and the model card ``<name>.json``.
+Methods std, pgd, trades, soat; checkpoints, ``--resume`` and the model card are described in
+:mod:`soae_core.experiments.training`, which does the work. Defaults are those of its
+:class:`TrainConfig` and :class:`ObjectiveConfig`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import math
-import os
 import shlex
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
-from tqdm import tqdm
 
-from soae_core.data import SampleSet, load_fashion_mnist
-from soae_core.model_card import evaluate_for_card, machine_description
-from soae_core.models import build_model, get_model_info, save_state_dict
-from soae_core.training_objectives import METHODS, ObjectiveConfig, describe_inner_attack, objective_loss
-from soae_core.validation import check_choice, check_int, check_positive
+from soae_core.experiments.training import REPO_ROOT, TrainConfig, train_and_save
+from soae_core.experiments.training_objectives import METHODS, ObjectiveConfig, default_alpha
+from soae_core.models import get_model_info
+from soae_core.validation import check_int
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAIN, OBJECTIVE = TrainConfig(), ObjectiveConfig()
 
 
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run (recorded in the checkpoint and the card)."""
-
-    model: str = "fmnist-cnn-std"
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    lr_schedule: str = "cosine"
-    seed: int = 0
-    train_subset: int | None = None
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-
-
-def _check_config(cfg: TrainConfig) -> TrainConfig:
-    info = get_model_info(cfg.model)
-    if info.dataset != "fashion_mnist":
-        raise ValueError(f"model must be a Fashion-MNIST model to train here, got {cfg.model!r} ({info.dataset})")
-    check_int("epochs", cfg.epochs)
-    check_int("batch_size", cfg.batch_size)
-    check_positive("lr", cfg.lr)
-    check_positive("weight_decay", cfg.weight_decay, allow_zero=True)
-    check_choice("optimizer", cfg.optimizer, ("adam", "sgd"))
-    check_choice("lr_schedule", cfg.lr_schedule, ("cosine", "constant"))
-    check_int("seed", cfg.seed, minimum=0)
-    if cfg.train_subset is not None:
-        check_int("train_subset", cfg.train_subset)
-    check_choice("method", cfg.objective.method, METHODS)
-    check_positive("eps", cfg.objective.eps)
-    check_positive("alpha", cfg.objective.alpha)
-    check_int("attack_steps", cfg.objective.attack_steps)
-    return cfg
-
-
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
-    """The optimizer (Adam or SGD with momentum 0.9) and learning-rate scheduler of ``cfg``."""
-    if cfg.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    if cfg.lr_schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    else:
-        scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    return optimizer, scheduler
-
-
-def _save_atomic(obj: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def _config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    return TrainConfig(**{**data, "objective": ObjectiveConfig(**data["objective"])})
-
-
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: SampleSet, cfg: TrainConfig,
-                    epoch: int, progress: bool = True) -> dict[str, float]:
-    """One pass over ``train`` in a seeded random order; returns loss, accuracy, grad evals, seconds."""
-    torch.manual_seed(cfg.seed * 1000 + epoch)
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
-    model.train()
-    start = time.perf_counter()
-    total_loss = correct = seen = grad_evals = 0.0
-    batches = range(0, len(train), cfg.batch_size)
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress,
-               mininterval=2.0, file=sys.stderr)
-    for begin in bar:
-        idx = order[begin:begin + cfg.batch_size]
-        x, y = train.images[idx], train.labels[idx]
-        loss, logits, evals = objective_loss(model, x, y, cfg.objective)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # training only: the model here is private to this process
-        optimizer.step()
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise RuntimeError(f"training diverged at epoch {epoch + 1}: loss is {loss_value}")
-        total_loss += loss_value * len(idx)
-        correct += float((logits.argmax(1) == y).sum())
-        seen += len(idx)
-        grad_evals += evals * len(idx)
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-    return {"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen,
-            "grad_evals_per_example": grad_evals / seen, "seconds": time.perf_counter() - start}
-
-
-def train(cfg: TrainConfig, checkpoint_dir: Path, resume: bool = False, progress: bool = True,
-          stop_after_epochs: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Train (or continue) ``cfg.model``; returns the trained model and the run record.
-
-    stop_after_epochs: return after that many epochs of this call (for tests of --resume).
-    """
-    cfg = _check_config(cfg)
-    ckpt_path = checkpoint_dir / "checkpoint.pt"
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model)
-    optimizer, scheduler = make_optimizer(cfg, model)
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        saved = _config_from_dict(state["config"])
-        if saved != cfg:
-            diff = {k: (v, _config_dict(cfg)[k]) for k, v in state["config"].items() if _config_dict(cfg)[k] != v}
-            raise ValueError(f"--resume: the checkpoint in {checkpoint_dir} was made with other settings "
-                             f"(checkpoint, now): {diff}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"])
-        print(f"resuming {cfg.model} after epoch {start_epoch}", file=sys.stderr)
-    train_set = load_fashion_mnist("train")
-    if cfg.train_subset is not None:
-        train_set = SampleSet(train_set.images[:cfg.train_subset], train_set.labels[:cfg.train_subset],
-                              train_set.class_names)
-    for epoch in range(start_epoch, cfg.epochs):
-        if stop_after_epochs is not None and epoch - start_epoch >= stop_after_epochs:
-            break
-        record = train_one_epoch(model, optimizer, train_set, cfg, epoch, progress)
-        record["lr"] = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        history.append(record)
-        print(json.dumps(record), file=sys.stderr)
-        _save_atomic({"config": _config_dict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1}, ckpt_path)
-    return model, {"config": _config_dict(cfg), "history": history, "finished": len(history) == cfg.epochs}
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface (``python -m soae_core.train --help``)."""
     parser = argparse.ArgumentParser(prog="python -m soae_core.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="fmnist-cnn-std", help="registry name (Fashion-MNIST models)")
+    parser.add_argument("--model", default=TRAIN.model, help="registry name (Fashion-MNIST models)")
     parser.add_argument("--method", choices=METHODS, default=None, help="default: the registry's method for --model")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    parser.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eps", type=float, default=0.1, help="L∞ budget on [0, 1] pixels for pgd/trades/soat")
+    parser.add_argument("--epochs", type=int, default=TRAIN.epochs)
+    parser.add_argument("--batch-size", type=int, default=TRAIN.batch_size)
+    parser.add_argument("--lr", type=float, default=TRAIN.lr)
+    parser.add_argument("--weight-decay", type=float, default=TRAIN.weight_decay)
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default=TRAIN.optimizer)
+    parser.add_argument("--lr-schedule", choices=("cosine", "constant"), default=TRAIN.lr_schedule)
+    parser.add_argument("--seed", type=int, default=TRAIN.seed)
+    parser.add_argument("--eps", type=float, default=OBJECTIVE.eps, help="L∞ budget on [0, 1] pixels for pgd/trades/soat")
     parser.add_argument("--alpha", type=float, default=None,
                         help="PGD/TRADES step; default 2/255 · eps/(8/255) (the paper's 2/255 at eps 8/255)")
-    parser.add_argument("--attack-steps", type=int, default=7, help="PGD/TRADES inner steps (paper: 7)")
-    parser.add_argument("--trades-beta", type=float, default=6.0)
-    parser.add_argument("--soae-steps", type=int, default=1)
-    parser.add_argument("--soae-hvp", choices=("exact", "finite_difference"), default="exact")
-    parser.add_argument("--soae-max-krylov", type=int, default=10)
-    parser.add_argument("--soae-tau", type=float, default=1e-3)
-    parser.add_argument("--soae-step-rule", choices=("sign", "linf", "raw"), default="sign")
-    parser.add_argument("--soae-alpha", type=float, default=None,
+    parser.add_argument("--attack-steps", type=int, default=OBJECTIVE.attack_steps,
+                        help="PGD/TRADES inner steps (paper: 7)")
+    parser.add_argument("--trades-beta", type=float, default=OBJECTIVE.trades_beta)
+    parser.add_argument("--soae-steps", type=int, default=OBJECTIVE.soae_steps)
+    parser.add_argument("--soae-hvp", choices=("exact", "finite_difference"), default=OBJECTIVE.soae_hvp)
+    parser.add_argument("--soae-max-krylov", type=int, default=OBJECTIVE.soae_max_krylov)
+    parser.add_argument("--soae-tau", type=float, default=OBJECTIVE.soae_tau)
+    parser.add_argument("--soae-step-rule", choices=("sign", "linf", "raw"), default=OBJECTIVE.soae_step_rule)
+    parser.add_argument("--soae-alpha", type=float, default=OBJECTIVE.soae_alpha,
                         help="SOAT: total SOAE step α, each of the --soae-steps moves α/N (default 2.5·eps); "
                              "PGD-AT's budget is --soae-steps 7 --soae-alpha 0.175 (7 × 0.025 at eps 0.1)")
-    parser.add_argument("--train-subset", type=int, default=None, help="train on the first N images only")
+    parser.add_argument("--train-subset", type=int, default=TRAIN.train_subset, help="train on the first N images only")
     parser.add_argument("--test-subset", type=int, default=None, help="clean accuracy on the first N test images only")
     parser.add_argument("--eval-pgd-n", type=int, default=1000, help="test images attacked with PGD-20 for the card")
     parser.add_argument("--eval-soae-n", type=int, default=200, help="test images attacked with SOAE for the card")
@@ -207,56 +59,37 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="torch CPU threads (default 1: on the shared 2-core machine a standard epoch took "
                              "13 s with 1 thread and 185 s with 2, the threads waiting on each other)")
     parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """A :class:`TrainConfig` from parsed arguments (the method defaults to the registry's)."""
+    method = args.method or get_model_info(args.model).method
+    alpha = args.alpha if args.alpha is not None else default_alpha(args.eps)
+    objective = ObjectiveConfig(method=method, eps=args.eps, alpha=alpha, attack_steps=args.attack_steps,
+                                trades_beta=args.trades_beta, soae_steps=args.soae_steps, soae_hvp=args.soae_hvp,
+                                soae_max_krylov=args.soae_max_krylov, soae_tau=args.soae_tau,
+                                soae_step_rule=args.soae_step_rule, soae_alpha=args.soae_alpha)
+    return TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       weight_decay=args.weight_decay, optimizer=args.optimizer, lr_schedule=args.lr_schedule,
+                       seed=args.seed, train_subset=args.train_subset, objective=objective)
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 with a one-line message for bad arguments)."""
-    args = _parse_args(argv)
+    args = build_parser().parse_args(argv)
+    command = "python -m soae_core.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         torch.set_num_threads(check_int("threads", args.threads))
-        method = args.method or get_model_info(args.model).method
-        alpha = args.alpha if args.alpha is not None else (2 / 255) * args.eps / (8 / 255)
-        objective = ObjectiveConfig(method=method, eps=args.eps, alpha=alpha, attack_steps=args.attack_steps,
-                                    trades_beta=args.trades_beta, soae_steps=args.soae_steps, soae_hvp=args.soae_hvp,
-                                    soae_max_krylov=args.soae_max_krylov, soae_tau=args.soae_tau,
-                                    soae_step_rule=args.soae_step_rule, soae_alpha=args.soae_alpha)
-        cfg = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          weight_decay=args.weight_decay, optimizer=args.optimizer, lr_schedule=args.lr_schedule,
-                          seed=args.seed, train_subset=args.train_subset, objective=objective)
-        checkpoint_dir = args.checkpoint_dir or REPO_ROOT / "runs" / args.model
-        started = time.perf_counter()
-        model, run = train(cfg, checkpoint_dir, resume=args.resume, progress=not args.no_progress)
+        cfg = config_from_args(args)
+        card = train_and_save(cfg, args.checkpoint_dir or REPO_ROOT / "runs" / args.model, args.out_dir, command,
+                              resume=args.resume, progress=not args.no_progress, test_subset=args.test_subset,
+                              eval_pgd_n=args.eval_pgd_n, eval_soae_n=args.eval_soae_n)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    train_seconds = sum(r["seconds"] for r in run["history"])
-    model.eval().requires_grad_(False)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    weights = args.out_dir / f"{args.model}.safetensors"
-    save_state_dict(model, weights)
-    card = {
-        "name": args.model,
-        "architecture": get_model_info(args.model).architecture,
-        "dataset": "fashion_mnist",
-        "method": method,
-        "trained_eps": None if method == "std" else cfg.objective.eps,  # on [0, 1] pixels (0.1, not 8/255)
-        "hyperparameters": run["config"],
-        "inner_attack": describe_inner_attack(cfg.objective),
-        "epochs": cfg.epochs,
-        "wall_time_s": {"training": round(train_seconds, 2), "this_invocation": None},
-        "machine": machine_description(),
-        "history": run["history"],
-        "grad_evals_per_example_per_epoch": run["history"][-1]["grad_evals_per_example"] if run["history"] else None,
-        "command": "python -m soae_core.train " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "weights_file": weights.name,
-        "weights_dtype": "float32",
-    }
-    card.update(evaluate_for_card(model, eps=cfg.objective.eps, test_subset=args.test_subset,
-                                  pgd_n=args.eval_pgd_n, soae_n=args.eval_soae_n, progress=not args.no_progress))
-    card["wall_time_s"]["this_invocation"] = round(time.perf_counter() - started, 1)
-    (args.out_dir / f"{args.model}.json").write_text(json.dumps(card, indent=2) + "\n")
-    print(f"wrote {weights} and {args.model}.json: clean test accuracy {card['clean_accuracy']:.4f}", file=sys.stderr)
+    print(f"wrote {args.out_dir / cfg.model}.safetensors and {cfg.model}.json: clean test accuracy "
+          f"{card['clean_accuracy']:.4f}", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,9 @@
-"""Shared fixtures: tiny deterministic models for engine tests (no files, no training)."""
+"""Shared fixtures: tiny deterministic models for engine tests (no files, no training), and for
+the app tests a temporary folder of untrained checkpoints and the check that a page ran cleanly."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -9,6 +12,31 @@ from torch import nn
 # One intra-op thread: on the 2-core machines two torch threads were 5-10x slower whenever
 # anything else ran (measured by the training and app benchmarks), and tests run beside servers.
 torch.set_num_threads(1)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DTYPES = [torch.float32, torch.float64]
+# The one tolerance table: how closely two computations of the same quantity that differ only in
+# rounding (summation order, batched vs alone, matrix-free vs dense) must agree, per dtype.
+TOLERANCES = {torch.float32: {"rtol": 1e-5, "atol": 1e-6}, torch.float64: {"rtol": 1e-10, "atol": 1e-12}}
+
+
+def tolerance(dtype: torch.dtype, amplification: float = 1.0) -> dict[str, float]:
+    """``rtol``/``atol`` for ``torch.testing.assert_close`` from :data:`TOLERANCES`, times
+    ``amplification`` where the computation magnifies rounding (a solve's condition number, a
+    finite difference's 1/η)."""
+    return {key: value * amplification for key, value in TOLERANCES[dtype].items()}
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Every device here: the CPU, and CUDA when present."""
+    return torch.device(request.param)
+
+
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
+def dtype(request: pytest.FixtureRequest) -> torch.dtype:
+    """Both precisions the library supports."""
+    return request.param
 
 
 def tiny_cnn(activation: type[nn.Module] = nn.ReLU, dtype: torch.dtype = torch.float64, seed: int = 0) -> nn.Module:
@@ -34,3 +62,28 @@ def tiny_smooth_mlp(dtype: torch.dtype = torch.float64, seed: int = 0) -> nn.Mod
 def images_8x8() -> torch.Tensor:
     gen = torch.Generator().manual_seed(1)
     return torch.rand(6, 1, 8, 8, generator=gen, dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------------------- app tests
+@pytest.fixture(scope="module")
+def models_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A temporary SOAE_MODELS_DIR holding untrained fmnist-cnn-std and fmnist-cnn-smooth-std
+    checkpoints (seed 0), so app tests do not depend on the bundled training runs. A test module
+    adds model cards by defining ``MODEL_CARDS = {name: card}``."""
+    from soae_core.models import build_model, save_state_dict
+
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    for name in ("fmnist-cnn-std", "fmnist-cnn-smooth-std"):
+        save_state_dict(build_model(name), folder / f"{name}.safetensors")
+    for name, card in getattr(request.module, "MODEL_CARDS", {}).items():
+        (folder / f"{name}.json").write_text(json.dumps(card))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOAE_MODELS_DIR", str(folder))
+        yield folder
+
+
+def assert_clean(app) -> None:
+    """The AppTest run raised no exception and showed no ``st.error``."""
+    assert not app.exception, [e.message for e in app.exception]
+    assert not app.error, [e.value for e in app.error]

@@ -16,21 +16,14 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from soae_core.krylov_diagnostics import DEFAULT_TAUS
-from soae_core.models import build_model, get_model_info, save_state_dict
+from conftest import assert_clean
+from soae_core.defaults import TAU_CHOICES
+from soae_core.models import build_model, get_model_info
 
 KRYLOV_PAGE = "app_pages/krylov_inspector.py"  # relative to app.py
 
 
-@pytest.fixture(scope="module", autouse=True)
-def models_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    for name in ("fmnist-cnn-std", "fmnist-cnn-smooth-std"):
-        save_state_dict(build_model(name), folder / f"{name}.safetensors")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SOAE_MODELS_DIR", str(folder))
-        yield folder
+pytestmark = pytest.mark.usefixtures("models_dir")
 
 
 def start(query: dict[str, str] | None = None) -> AppTest:
@@ -38,11 +31,6 @@ def start(query: dict[str, str] | None = None) -> AppTest:
     for key, value in (query or {}).items():
         app.query_params[key] = value
     return app.run()
-
-
-def assert_clean(app: AppTest) -> None:
-    assert not app.exception, [e.message for e in app.exception]
-    assert not app.error, [e.value for e in app.error]
 
 
 def metric_rows(app: AppTest) -> list[str]:
@@ -164,7 +152,7 @@ def test_krylov_inspector_with_defaults_and_changes():
     assert [t.value for t in app.title] == ["Krylov Inspector"]
     assert len(app.get("plotly_chart")) == 5  # residuals, m, margins per class, Ritz values, FD accuracy
     table = app.dataframe[0].value
-    assert len(table) == len(DEFAULT_TAUS)
+    assert len(table) == len(TAU_CHOICES)
     assert (table["m (exact)"] <= 60).all()
     # Sidebar widgets stay usable on this page.
     app.sidebar.radio(key="hvp").set_value("exact")

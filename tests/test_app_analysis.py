@@ -9,54 +9,41 @@ model card, so the tests do not depend on the bundled training runs.
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from conftest import assert_clean
 from soae_app.batch_runner import run_id
-from soae_core import compare, metrics
-from soae_core.app_settings import DEFAULT_SETTINGS
+from soae_core import metrics
+from soae_core.analysis import compare_sweeps as compare
+from soae_core.analysis.attack_lab import run_attack
+from soae_core.analysis.how_soae_works import loss_landscape, second_order_step, toy_classifier
+from soae_core.analysis.jobs import image_order
+from soae_core.analysis.settings import DEFAULT_SETTINGS
 from soae_core.attacks import FGSM
 from soae_core.data import load_samples
-from soae_core.lab import run_attack
-from soae_core.landscape import default_radius, loss_along_line, soae_directions
-from soae_core.models import build_model, get_model_info, load_model, model_names, save_state_dict
-from soae_core.toy2d import second_order_step, toy_classifier
+from soae_core.models import get_model_info, load_model, model_names
 
 ANATOMY = "app_pages/perturbation_anatomy.py"  # relative to app.py
 COMPARE = "app_pages/compare_sweeps.py"
 MODELS = "app_pages/models.py"
 HOW = "app_pages/how_soae_works.py"
-CARD = {"name": "fmnist-cnn-std", "method": "std", "epochs": 3, "clean_accuracy": 0.873, "test_images": 10000,
-        "hyperparameters": {"optimizer": "adam", "lr": 0.001, "objective": {"method": "std"}},
-        "robust_accuracy": [{"attack": "PGD-20", "eps": 8 / 255, "accuracy": 0.123},
-                            {"attack": "SOAE", "eps": 8 / 255, "accuracy": 0.456}]}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def models_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    for name in ("fmnist-cnn-std", "fmnist-cnn-smooth-std"):
-        save_state_dict(build_model(name), folder / f"{name}.safetensors")
-    (folder / "fmnist-cnn-std.json").write_text(json.dumps(CARD))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SOAE_MODELS_DIR", str(folder))
-        yield folder
+# A hand-written card for the models_dir fixture (conftest.py).
+MODEL_CARDS = {"fmnist-cnn-std": {
+    "name": "fmnist-cnn-std", "method": "std", "epochs": 3, "clean_accuracy": 0.873, "test_images": 10000,
+    "hyperparameters": {"optimizer": "adam", "lr": 0.001, "objective": {"method": "std"}},
+    "robust_accuracy": [{"attack": "PGD-20", "eps": 8 / 255, "accuracy": 0.123},
+                        {"attack": "SOAE", "eps": 8 / 255, "accuracy": 0.456}]}}
+pytestmark = pytest.mark.usefixtures("models_dir")
 
 
 def open_page(page: str) -> AppTest:
     app = AppTest.from_file("../app.py", default_timeout=600)
     app.run()
     return app.switch_page(page).run()
-
-
-def assert_clean(app: AppTest) -> None:
-    assert not app.exception, [e.message for e in app.exception]
-    assert not app.error, [e.value for e in app.error]
 
 
 def first_sample() -> tuple[torch.Tensor, int]:
@@ -70,7 +57,7 @@ def fgsm_accuracies(model_name: str, n: int) -> tuple[float, float]:
     """Clean and FGSM (ε = 8/255) accuracy of the model on the first n class-balanced bundled images,
     computed directly with the attack."""
     samples = load_samples("fashion_mnist")
-    order = compare.image_order(samples.labels)[:n]
+    order = image_order(samples.labels)[:n]
     x, y = samples.images[order], samples.labels[order]
     model = load_model(model_name)
     adv = FGSM(model, eps=8 / 255)(x, y).adv
@@ -180,7 +167,7 @@ def test_models_page_shows_the_zoo_from_the_cards():
     assert_clean(app)
     zoo = app.dataframe[0].value
     assert list(zoo.index) == model_names()
-    assert zoo.loc["fmnist-cnn-std", "Clean accuracy"] == CARD["clean_accuracy"]
+    assert zoo.loc["fmnist-cnn-std", "Clean accuracy"] == MODEL_CARDS["fmnist-cnn-std"]["clean_accuracy"]
     assert zoo.loc["fmnist-cnn-std", "PGD-20 @ 8/255"] == 0.123
     assert zoo.loc["fmnist-cnn-std", "SOAE @ 8/255"] == 0.456
     assert bool(zoo.loc["fmnist-cnn-std", "Available"]) and not bool(zoo.loc["fmnist-cnn-pgd", "Available"])
@@ -220,10 +207,10 @@ def test_how_soae_works_with_defaults_matches_the_toy_library():
     assert list(summary.index) == ["gradient g", "SOAE H⁻¹g"]
     image, label = first_sample()
     model = load_model("fmnist-cnn-std")
-    directions = soae_directions(model, image, label, DEFAULT_SETTINGS.soae_kwargs())
-    line = loss_along_line(model, image, label, directions.gradient, default_radius(image, DEFAULT_SETTINGS.eps))
-    assert summary.loc["gradient g", "slope gᵀu"] == pytest.approx(line.slope, rel=1e-4)
-    assert summary.loc["gradient g", "curvature uᵀHu"] == pytest.approx(line.curvature, rel=1e-3)
+    landscape = loss_landscape(model, image, label, DEFAULT_SETTINGS.soae_kwargs())
+    for row, line in (("gradient g", landscape.along_gradient), ("SOAE H⁻¹g", landscape.along_soae)):
+        assert summary.loc[row, "slope gᵀu"] == pytest.approx(line.slope, rel=1e-4)
+        assert summary.loc[row, "curvature uᵀHu"] == pytest.approx(line.curvature, rel=1e-3)
     assert len(app.get("plotly_chart")) == 3  # the toy, the lines, the plane
 
 

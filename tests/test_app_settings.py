@@ -3,8 +3,9 @@
 import dataclasses
 
 import pytest
+import torch
 
-from soae_core.app_settings import (
+from soae_core.analysis.settings import (
     DEFAULT_SETTINGS,
     PRESETS,
     AttackSettings,
@@ -14,13 +15,16 @@ from soae_core.app_settings import (
     settings_from_widgets,
     widget_values,
 )
+from soae_core.attacks import SOAE
 
 
-def test_defaults_are_the_papers_values():
-    assert DEFAULT_SETTINGS.eps == pytest.approx(8 / 255)
-    assert (DEFAULT_SETTINGS.eta, DEFAULT_SETTINGS.tau, DEFAULT_SETTINGS.steps) == (1e-5, 1e-3, 4)
-    assert DEFAULT_SETTINGS.hvp == "finite_difference"
-    assert PRESETS["paper"] == DEFAULT_SETTINGS
+def test_default_settings_build_the_attack_with_its_own_defaults():
+    """The app's defaults are the attack's (the paper's values): same SOAE either way."""
+    model = torch.nn.Linear(1, 1)
+    app_attack, own_defaults = SOAE(model, **DEFAULT_SETTINGS.soae_kwargs()), SOAE(model)
+    for name in ("eps", "eta", "tau", "steps", "alpha", "hvp", "max_krylov", "step_rule", "random_start"):
+        assert getattr(app_attack, name) == getattr(own_defaults, name), name
+    assert preset_matching(DEFAULT_SETTINGS) == "paper"
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -12,20 +12,8 @@ import torch
 from conftest import tiny_cnn
 from soae_core import metrics
 from soae_core.attacks import FGSM, PGD
-from soae_core.compare import (
-    CLEAN_ROW,
-    BatchOutcome,
-    Job,
-    accuracy_table,
-    batches,
-    budget_table,
-    combine,
-    image_order,
-    quality_table,
-    run_batch,
-    sweep_jobs,
-    sweep_table,
-)
+from soae_core.analysis.compare_sweeps import CLEAN_ROW, accuracy_table, budget_table, quality_table, sweep_jobs, sweep_table
+from soae_core.analysis.jobs import BatchOutcome, Job, batches, combine, image_order, run_batch
 
 EPS = 0.1
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from soae_core.attacks import PGD, SOAE
-from soae_core.evaluate import budget_points, main, parse_fraction
-from soae_core.evaluation_report import accuracy_at_budget, jsonable
+from soae_core.attacks import budget_points
+from soae_core.evaluate import main, parse_fraction
+from soae_core.experiments.evaluation_report import accuracy_at_budget, jsonable
 from soae_core.models import build_model, save_state_dict
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_cnn, tiny_smooth_mlp
+from conftest import tiny_cnn, tiny_smooth_mlp, tolerance
 from soae_core.hvp import (hvp_central_difference, hvp_exact, hvp_forward_difference, input_gradient,
                            make_hvp_operator)
 
@@ -39,16 +39,7 @@ def test_exact_product_equals_dense_hessian() -> None:
     model, x, y, v = _smooth_batch()
     dense = _dense_hessian(model, x, y)
     expected = (dense @ v.flatten()).view_as(v)
-    torch.testing.assert_close(hvp_exact(model, x, y, v), expected, rtol=1e-10, atol=1e-12)
-
-
-def test_dense_hessian_is_block_diagonal_across_samples() -> None:
-    model, x, y, _ = _smooth_batch()
-    dense = _dense_hessian(model, x, y).view(3, 9, 3, 9)
-    for i in range(3):
-        for j in range(3):
-            if i != j:
-                assert dense[i, :, j, :].abs().max() == 0
+    torch.testing.assert_close(hvp_exact(model, x, y, v), expected, **tolerance(torch.float64))
 
 
 def test_finite_differences_converge_to_exact_as_eta_shrinks() -> None:
@@ -94,7 +85,7 @@ def test_operator_on_a_subset_equals_the_full_batch_rows() -> None:
     matvec, evals = make_hvp_operator(model, x, y, "exact", eta=1e-5)
     full = matvec(v, index=torch.arange(4))
     subset = matvec(v[[1, 3]], index=torch.tensor([1, 3]))
-    torch.testing.assert_close(subset, full[[1, 3]], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(subset, full[[1, 3]], **tolerance(torch.float64))
     assert evals() == 2
 
 
@@ -116,15 +107,15 @@ def test_parameters_gather_no_gradients_even_if_trainable() -> None:
     assert not model.training
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_products_keep_dtype(dtype: torch.dtype) -> None:
-    model = tiny_cnn(dtype=dtype)
-    x = torch.rand(2, 1, 8, 8, dtype=dtype)
-    y = torch.tensor([0, 1])
+def test_products_keep_dtype_and_device(dtype: torch.dtype, device: torch.device) -> None:
+    model = tiny_cnn(dtype=dtype).to(device)
+    x = torch.rand(2, 1, 8, 8, dtype=dtype, device=device)
+    y = torch.tensor([0, 1], device=device)
     v = torch.randn_like(x)
     for product in (hvp_exact(model, x, y, v), hvp_forward_difference(model, x, y, v, 1e-3),
                     hvp_central_difference(model, x, y, v, 1e-3)):
-        assert product.dtype == dtype and product.shape == x.shape and torch.isfinite(product).all()
+        assert product.dtype == dtype and product.device == x.device and product.shape == x.shape
+        assert torch.isfinite(product).all()
 
 
 def test_unknown_mode_is_refused() -> None:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from soae_core.app_settings import DEFAULT_SETTINGS
+from soae_core.analysis.settings import DEFAULT_SETTINGS
 from soae_core.attacks.soae import SOAE
-from soae_core.krylov_diagnostics import (
+from soae_core.analysis.krylov_inspector import (
     KrylovRecord,
     class_margin_gains,
     fd_accuracy_sweep,
@@ -33,7 +33,7 @@ def relu_model():
 
 @pytest.fixture(scope="module")
 def image():
-    # Random pixels: no exact zeros, so no max-pool ties (NOTES.md: ties make ∇L jump).
+    # Random pixels: no exact zeros, so no max-pool ties (REPRODUCTION.md: ties make ∇L jump).
     return torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(2))
 
 
@@ -98,7 +98,7 @@ def test_tau_table_matches_direct_runs(relu_model, image):
     for tau in taus:
         for mode, column in (("exact", "m (exact)"), ("finite_difference", "m (finite difference)")):
             attack = SOAE(relu_model, tau=tau, max_krylov=40, hvp=mode, eta=DEFAULT_SETTINGS.eta)
-            result = attack.direction(image, torch.tensor([4]))[3]
+            result = attack.direction(image, torch.tensor([4])).krylov
             assert table.loc[tau, column] == int(result.iterations[0]), (mode, tau)
     assert (np.diff(table["m (exact)"].to_numpy()) >= 0).all()  # smaller τ never needs fewer steps
 

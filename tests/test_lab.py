@@ -1,4 +1,4 @@
-"""The Attack Lab's computation (soae_core.lab): outcomes, metrics, iterate views, exports."""
+"""The Attack Lab's computation (soae_core.analysis.attack_lab): outcomes, metrics, iterate views, exports."""
 
 import dataclasses
 import io
@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from soae_core.app_settings import DEFAULT_SETTINGS
-from soae_core.lab import metrics_table, npy_bytes, png_bytes, run_attack, run_bundle, run_lab, top_k
+from soae_core.analysis.attack_lab import metrics_table, npy_bytes, png_bytes, run_attack, run_bundle, run_lab, top_k
+from soae_core.analysis.settings import DEFAULT_SETTINGS
 from soae_core.models import build_model
 
 CLASSES = tuple(f"class {i}" for i in range(10))
@@ -77,7 +77,7 @@ def test_bad_inputs_raise_value_errors(model, image):
         run_attack(model, image, 10, "FGSM", {"eps": 8 / 255})
     with pytest.raises(ValueError, match="exactly one image"):
         run_attack(model, image.repeat(2, 1, 1, 1), 3, "FGSM", {"eps": 8 / 255})
-    with pytest.raises(ValueError, match="name"):
+    with pytest.raises(ValueError, match="attack"):
         run_attack(model, image, 3, "CW", {})
     with pytest.raises(ValueError, match="class_names"):
         run_lab(model, image, 3, DEFAULT_SETTINGS, "fashion_mnist", CLASSES[:5])

@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_cnn, tiny_smooth_mlp
-from soae_core.landscape import (
+from soae_core.analysis.how_soae_works import (
     Directions,
     default_radius,
+    landscape_points,
     loss_along_line,
+    loss_landscape,
     loss_on_plane,
     plane_basis,
     soae_directions,
@@ -113,6 +115,22 @@ def test_relu_cnn_line_and_default_radius():
     directions = soae_directions(model, image, 1, {"hvp": "exact", "tau": 1e-6})
     line = loss_along_line(model, image, 1, directions.soae_direction, radius=0.3, points=7)
     assert np.isfinite(line.loss).all() and line.curvature >= -1e-9  # PSD Hessian for a ReLU net
+
+
+def test_loss_landscape_is_the_lines_and_the_plane_at_the_scaled_corner_radius():
+    model = tiny_cnn()
+    image = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    kwargs = {"eps": 8 / 255, "hvp": "exact", "tau": 1e-6}
+    landscape = loss_landscape(model, image, 1, kwargs, scale=0.5)
+    assert landscape.corner == pytest.approx(default_radius(image, 8 / 255))
+    assert landscape.radius == pytest.approx(0.5 * landscape.corner)
+    line_points, plane_points = landscape_points(image[0].numel())
+    directions = soae_directions(model, image, 1, kwargs)
+    along_soae = loss_along_line(model, image, 1, directions.soae_direction, landscape.radius, line_points)
+    np.testing.assert_allclose(landscape.along_soae.loss, along_soae.loss)
+    assert landscape.along_gradient.offsets[-1] == pytest.approx(landscape.radius)
+    assert landscape.plane.loss.shape == (plane_points, plane_points)
+    assert landscape_points(3 * 224 * 224)[0] < line_points  # fewer points for ImageNet-size images
 
 
 @pytest.mark.parametrize("change, word", [("batch", "image"), ("zero", "direction"), ("radius", "radius"),

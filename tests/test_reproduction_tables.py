@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from soae_core import paper_results
 from soae_core.evaluate import main as evaluate_main
-from soae_core.evaluation_report import percent
+from soae_core.experiments import paper_results
+from soae_core.experiments.evaluation_report import percent
+from soae_core.experiments.reproduction_tables import (
+    _rank, accuracy_beside_paper, counted_statements, curvature_ablation, equal_budget, highest_quality_counts,
+    krylov_beside_paper, load_results, markdown, merge_results, quality_beside_paper, study_tables, where_perturbation_goes)
+from soae_core.reproduction_tables import main
 
 REPO = Path(__file__).resolve().parents[1]
-from soae_core.reproduction_tables import (
-    _rank, accuracy_beside_paper, counted_statements, curvature_ablation, equal_budget, highest_quality_counts, krylov_beside_paper, load_results, main,
-    markdown, merge_results, quality_beside_paper, study_tables, where_perturbation_goes)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_cnn, tiny_smooth_mlp
+from conftest import tiny_cnn, tiny_smooth_mlp, tolerance
 from soae_core.attacks import SOAE
 from soae_core.attacks.soae import STEP_RULES
 
@@ -68,11 +68,15 @@ def test_deterministic_for_a_fixed_seed(images_8x8: torch.Tensor) -> None:
 def test_batch_equals_each_image_alone(images_8x8: torch.Tensor, hvp: str) -> None:
     model = tiny_cnn()
     y = _labels(model, images_8x8)
-    attack = SOAE(model, eps=0.1, hvp=hvp, eta=1e-6, step_rule="linf", steps=3, tau=1e-6)
+    eta = 1e-6
+    attack = SOAE(model, eps=0.1, hvp=hvp, eta=eta, step_rule="linf", steps=3, tau=1e-6)
+    # Batched and alone differ in summation order only; three GMRES solves magnify that rounding
+    # (×1e3), and a finite difference divides it by η as well.
+    amplification = 1e3 if hvp == "exact" else 1e3 / eta
     batched = attack(images_8x8, y)
     for i in range(images_8x8.shape[0]):
         alone = attack(images_8x8[i:i + 1], y[i:i + 1])
-        torch.testing.assert_close(alone.adv[0], batched.adv[i], rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(alone.adv[0], batched.adv[i], **tolerance(torch.float64, amplification))
         for it_alone, it_batch in zip(alone.trace.iterations, batched.trace.iterations):
             assert int(it_alone.krylov.iterations[0]) == int(it_batch.krylov.iterations[i])
 
@@ -238,14 +242,13 @@ def test_trace_records_every_iteration(images_8x8: torch.Tensor) -> None:
     torch.testing.assert_close(trace.iterations[0].loss_after, trace.iterations[1].loss)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_works_in_both_precisions(dtype: torch.dtype) -> None:
-    model = tiny_cnn(dtype=dtype)
-    x = torch.rand(3, 1, 8, 8, dtype=dtype)
+def test_works_in_both_precisions_on_every_device(dtype: torch.dtype, device: torch.device) -> None:
+    model = tiny_cnn(dtype=dtype).to(device)
+    x = torch.rand(3, 1, 8, 8, dtype=dtype, device=device)
     y = _labels(model, x)
     for hvp in ("finite_difference", "exact"):
         result = SOAE(model, eps=0.1, hvp=hvp)(x, y)
-        assert result.adv.dtype == dtype and torch.isfinite(result.adv).all()
+        assert result.adv.dtype == dtype and result.adv.device == x.device and torch.isfinite(result.adv).all()
 
 
 @pytest.mark.parametrize("kwargs, word", [

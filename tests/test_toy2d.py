@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from soae_core.toy2d import (
+from soae_core.analysis.how_soae_works import (
     ACTIVATIONS,
     TOY_CLASSES,
     loss_grid,

@@ -16,9 +16,10 @@ import torch
 
 from dataset_files import write_idx_dataset
 from soae_core.models import load_model
-from soae_core.train import TrainConfig, main, train
-from soae_core.model_card import card_with_inner_attack
-from soae_core.training_objectives import ObjectiveConfig, describe_inner_attack, soae_examples
+from soae_core.experiments.model_card import card_with_inner_attack
+from soae_core.experiments.training import TrainConfig, train
+from soae_core.experiments.training_objectives import ObjectiveConfig, describe_inner_attack, soae_examples
+from soae_core.train import main
 
 REPO = Path(__file__).resolve().parents[1]
 

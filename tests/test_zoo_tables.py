@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from soae_core.compare import JobResult
-from soae_core.model_card import PAPER_EPS
+from soae_core.analysis.jobs import JobResult
 from soae_core.models import get_model_info
-from soae_core.zoo_tables import card_accuracy, method_name, table_one, training_summary, zoo_table
+from soae_core.analysis.models import card_accuracy, method_name, table_one, table_one_tasks, training_summary, zoo_table
+from soae_core.analysis.settings import DEFAULT_SETTINGS
+from soae_core.defaults import PAPER_EPS
 
 CARD = {
     "method": "pgd", "epochs": 6, "clean_accuracy": 0.81, "test_images": 10000,
@@ -68,9 +69,12 @@ def result(accuracy_after: float, n: int = 10) -> JobResult:
 
 def test_table_one_layout_with_missing_cells():
     infos = [get_model_info("fmnist-cnn-std"), get_model_info("fmnist-cnn-pgd")]
-    results = {("fmnist-cnn-std", "FGSM"): result(0.3), ("fmnist-cnn-std", "SOAE"): result(0.5, n=4),
-               ("fmnist-cnn-pgd", "FGSM"): result(0.7)}
-    table = table_one(results, infos, ["FGSM", "SOAE"])
+    tasks = table_one_tasks(infos, ["FGSM", "SOAE"], DEFAULT_SETTINGS)
+    assert [job.label for _, job in tasks] == ["fmnist-cnn-std · FGSM", "fmnist-cnn-std · SOAE",
+                                                "fmnist-cnn-pgd · FGSM", "fmnist-cnn-pgd · SOAE"]
+    results = {"fmnist-cnn-std · FGSM": result(0.3), "fmnist-cnn-std · SOAE": result(0.5, n=4),
+               "fmnist-cnn-pgd · FGSM": result(0.7)}
+    table = table_one(tasks, results, infos, ["FGSM", "SOAE"])
     assert list(table.index) == ["fmnist-cnn-std", "fmnist-cnn-pgd"]
     assert list(table.columns) == ["Architecture", "Training method", "Images", "Clean", "FGSM", "SOAE"]
     assert table.loc["fmnist-cnn-std", "FGSM"] == pytest.approx(0.3)

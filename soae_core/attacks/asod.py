@@ -17,6 +17,7 @@ from torch import nn
 
 from soae_core.attacks.base import Attack, project_linf
 from soae_core.attacks.counting import BudgetTrace, predict
+from soae_core.defaults import PAPER_EPS
 from soae_core.hvp import input_gradient
 from soae_core.validation import check_int, check_positive
 
@@ -34,7 +35,7 @@ class ASOD(Attack):
 
     name = "ASOD"
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 20, alpha: float | None = None,
+    def __init__(self, model: nn.Module, eps: float = PAPER_EPS, steps: int = 20, alpha: float | None = None,
                  sigma: float = 0.7, n_samples: int = 10, seed: int | None = None) -> None:
         super().__init__(model, eps)
         self.steps = check_int("steps", steps, minimum=1)

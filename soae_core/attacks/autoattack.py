@@ -15,6 +15,7 @@ from torch import nn
 
 from soae_core.attacks.base import Attack, num_classes_of
 from soae_core.attacks.counting import BudgetTrace, final_point_trace, run_counted
+from soae_core.defaults import PAPER_EPS
 from soae_core.validation import check_int
 
 
@@ -28,7 +29,7 @@ class AutoAttack(Attack):
 
     name = "AutoAttack"
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, seed: int = 0) -> None:
+    def __init__(self, model: nn.Module, eps: float = PAPER_EPS, seed: int = 0) -> None:
         super().__init__(model, eps)
         self.seed = check_int("seed", seed, minimum=0)
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from soae_core.defaults import PAPER_EPS
 from soae_core.validation import check_images, check_labels, check_positive
 
 
@@ -58,7 +59,7 @@ class Attack:
 
     name = "attack"
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255) -> None:
+    def __init__(self, model: nn.Module, eps: float = PAPER_EPS) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model

@@ -2,7 +2,7 @@
 
 Backed by torchattacks: it is the maintained PyTorch attack library whose implementations
 match the papers, and it is fast here (AutoAttack on 100 Fashion-MNIST images in ~10 s, ART
-takes ~170 s, see NOTES.md). torchattacks 3.5.1 is installed with ``--no-deps`` because it pins
+takes ~170 s, measured on the project machine). torchattacks 3.5.1 is installed with ``--no-deps`` because it pins
 ``requests~=2.25.1``, which conflicts with streamlit; it only uses requests for downloads.
 """
 
@@ -14,6 +14,7 @@ from torch import nn
 
 from soae_core.attacks.base import Attack
 from soae_core.attacks.counting import BudgetTrace, final_point_trace, run_counted
+from soae_core.defaults import PAPER_EPS
 
 
 class FGSM(Attack):
@@ -21,7 +22,7 @@ class FGSM(Attack):
 
     name = "FGSM"
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255) -> None:
+    def __init__(self, model: nn.Module, eps: float = PAPER_EPS) -> None:
         super().__init__(model, eps)
 
     def _run(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int, BudgetTrace]:

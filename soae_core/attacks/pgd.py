@@ -12,6 +12,7 @@ from torch import nn
 
 from soae_core.attacks.base import Attack
 from soae_core.attacks.counting import BudgetTrace, per_image, predict, run_counted
+from soae_core.defaults import PAPER_EPS
 from soae_core.validation import check_int, check_positive
 
 
@@ -25,7 +26,7 @@ class PGD(Attack):
 
     name = "PGD"
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 20, alpha: float = 2 / 255,
+    def __init__(self, model: nn.Module, eps: float = PAPER_EPS, steps: int = 20, alpha: float = 2 / 255,
                  random_start: bool = False, seed: int | None = None) -> None:
         super().__init__(model, eps)
         self.steps = check_int("steps", steps, minimum=1)

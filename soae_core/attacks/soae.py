@@ -14,7 +14,7 @@ Step rules (the paper writes x + (α/N)·δ̃ and never gives α):
 * ``"linf"`` — x + (α/N)·δ̃/‖δ̃‖∞, same α;
 * ``"raw"``  — the paper's literal x + (α/N)·δ̃, α = 1 by default. ‖H⁻¹g‖ has no fixed scale,
   so the raw step is either negligible or projected to the box; measured to leave accuracy
-  near clean (``bench/bench_soae_step_rule.py``), kept for fidelity.
+  near clean (``bench/measure_soae_step_rule.py``), kept for fidelity.
 
 The default was chosen by measurement on the bundled standard Fashion-MNIST CNN (see README,
 "Why the sign step"): the sign step is the strongest at equal N.
@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from soae_core.attacks.base import Attack, project_linf
+from soae_core.defaults import DEFAULT_MAX_KRYLOV, PAPER_EPS, PAPER_ETA, PAPER_STEPS, PAPER_TAU
 from soae_core.hvp import HVP_MODES, LossFn, cross_entropy_loss, input_gradient, make_hvp_operator
 from soae_core.krylov import GMRESResult, gmres
 from soae_core.validation import check_choice, check_int, check_open_interval, check_positive
@@ -43,6 +44,23 @@ STEP_RULES = ("sign", "linf", "raw")
 DIRECTIONS = ("newton", "gradient")
 HVP_ALIASES = {"fd": "finite_difference", "forward": "finite_difference", "central": "central_difference",
                "autograd": "exact"}
+
+
+@dataclass
+class SOAEDirection:
+    """One second-order direction at a batch of B images (:meth:`SOAE.direction`).
+
+    direction: (B, C, H, W) δ̃ ≈ H⁻¹g, always finite (g for samples whose products were
+        non-finite from the start). loss: (B,) the loss at x. gradient: (B, C, H, W) g.
+    krylov: the GMRES record (None with ``direction="gradient"``: no solve).
+    grad_evals_per_sample: (B,) int64 gradient evaluations spent.
+    """
+
+    direction: torch.Tensor
+    loss: torch.Tensor
+    gradient: torch.Tensor
+    krylov: GMRESResult | None
+    grad_evals_per_sample: torch.Tensor
 
 
 @dataclass
@@ -162,9 +180,9 @@ class SOAE(Attack):
 
     name = "SOAE"
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, eta: float = 1e-5, tau: float = 1e-3,
-                 steps: int = 4, alpha: float | None = None, hvp: str = "finite_difference",
-                 max_krylov: int = 30, step_rule: str = "sign", random_start: bool = False,
+    def __init__(self, model: nn.Module, eps: float = PAPER_EPS, eta: float = PAPER_ETA, tau: float = PAPER_TAU,
+                 steps: int = PAPER_STEPS, alpha: float | None = None, hvp: str = "finite_difference",
+                 max_krylov: int = DEFAULT_MAX_KRYLOV, step_rule: str = "sign", random_start: bool = False,
                  seed: int | None = None, targeted: bool = False, reorthogonalize: bool = False,
                  true_residual: bool = False, keep_images: bool = True,
                  loss_fn: LossFn = cross_entropy_loss, direction: str = "newton") -> None:
@@ -190,27 +208,26 @@ class SOAE(Attack):
         self.loss_fn = loss_fn
 
     # ------------------------------------------------------------------ the second-order direction
-    def direction(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                    GMRESResult | None, torch.Tensor]:
+    def direction(self, x: torch.Tensor, y: torch.Tensor) -> SOAEDirection:
         """One second-order direction at x (Algorithm 1, lines 2–17), without stepping.
 
-        Returns (δ̃ (B,C,H,W), loss (B,), gradient g (B,C,H,W), GMRES record, gradient
-        evaluations spent per sample (B,) int64), all for ``loss_fn(model(x), y)`` (for targeted attacks y holds
-        the targets and the caller steps along −δ̃). δ̃ falls back to g for samples whose products were
-        non-finite from the start; it is always finite. With ``direction="gradient"`` δ̃ is g, the
-        record None and the cost 1 per sample.
+        Returns an :class:`SOAEDirection` for ``loss_fn(model(x), y)`` (for targeted attacks y
+        holds the targets and the caller steps along −δ̃). With ``direction="gradient"`` δ̃ is g,
+        the record's ``krylov`` None and the cost 1 per sample.
         """
         loss, grad = input_gradient(self.model, x, y, loss_fn=self.loss_fn)
         grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
         if self.direction_kind == "gradient":
-            return grad, loss, grad, None, torch.ones(grad.shape[0], dtype=torch.int64, device=grad.device)
+            return SOAEDirection(direction=grad, loss=loss, gradient=grad, krylov=None,
+                                 grad_evals_per_sample=torch.ones(grad.shape[0], dtype=torch.int64, device=grad.device))
         matvec, _ = make_hvp_operator(self.model, x, y, self.hvp, self.eta, grad_at_x=grad,
                                           loss_fn=self.loss_fn)
         result = gmres(matvec, grad, x0=grad, tau=self.tau, max_iter=self.max_krylov,
                        reorthogonalize=self.reorthogonalize, true_residual=self.true_residual)
         direction = torch.where(torch.isfinite(result.solution), result.solution, grad)
         per_product = 2 if self.hvp == "central_difference" else 1
-        return direction, loss, grad, result, 1 + per_product * result.products_per_sample
+        return SOAEDirection(direction=direction, loss=loss, gradient=grad, krylov=result,
+                             grad_evals_per_sample=1 + per_product * result.products_per_sample)
 
     def _step(self, x_n: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
         size = -self.alpha / self.steps if self.targeted else self.alpha / self.steps
@@ -245,19 +262,21 @@ class SOAE(Attack):
             x_n = project_linf(x + (2 * noise - 1) * self.eps, x, self.eps)
 
         for _ in range(self.steps):
-            direction, loss, grad, krylov, spent = self.direction(x_n, y)
-            notes = self._notes(grad, krylov)
+            found = self.direction(x_n, y)
+            direction, grad = found.direction, found.gradient
+            notes = self._notes(grad, found.krylov)
             stepped = self._step(x_n, direction)
             stepped = torch.where(torch.isfinite(stepped), stepped, x_n)
             x_next = project_linf(stepped, x, self.eps)
             loss_after, prediction, confidence = self._predict(x_next, y)
             trace.iterations.append(SOAEIteration(
-                loss=loss, loss_after=loss_after,
+                loss=found.loss, loss_after=loss_after,
                 gradient_norm=torch.linalg.vector_norm(grad.flatten(1), dim=1),
                 cosine_to_gradient=torch.nn.functional.cosine_similarity(direction.flatten(1), grad.flatten(1),
                                                                          dim=1, eps=1e-30),
-                direction=direction, krylov=krylov, prediction=prediction, confidence=confidence,
-                adv=x_next.clone() if self.keep_images else x_next[:0], grad_evals_per_sample=spent,
+                direction=direction, krylov=found.krylov, prediction=prediction, confidence=confidence,
+                adv=x_next.clone() if self.keep_images else x_next[:0],
+                grad_evals_per_sample=found.grad_evals_per_sample,
                 notes=notes))
             x_n = x_next
         return x_n, trace.grad_evals, trace

@@ -15,13 +15,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from soae_core.defaults import (
+    DEFAULT_MAX_KRYLOV,
+    ETA_CHOICES,
+    PAPER_EPS,
+    PAPER_ETA,
+    PAPER_STEPS,
+    PAPER_TAU,
+    TAU_CHOICES,
+)
 from soae_core.validation import check_choice, check_int, check_open_interval, check_positive
 
 # ε choices in multiples of 1/255 (8/255 is the paper's budget; 25.5/255 = 0.1 and 76.5/255 = 0.3
 # are the usual Fashion-MNIST budgets).
 EPS_255_CHOICES: tuple[float, ...] = (1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 25.5, 32.0, 51.0, 76.5)
-ETA_CHOICES: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
-TAU_CHOICES: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-8)
 # α is the total step length spread over the N outer iterations: α/ε for the sign and linf rules,
 # an absolute multiplier of δ̃ for the raw rule (δ̃ = H⁻¹g has no fixed scale).
 ALPHA_FACTOR_CHOICES: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
@@ -55,15 +62,15 @@ class AttackSettings:
     attacks shown beside SOAE (names from :data:`BASELINES`).
     """
 
-    eps: float = 8 / 255
-    eta: float = 1e-5
-    tau: float = 1e-3
-    steps: int = 4
+    eps: float = PAPER_EPS
+    eta: float = PAPER_ETA
+    tau: float = PAPER_TAU
+    steps: int = PAPER_STEPS
     alpha_factor: float = 2.5
     alpha_raw: float = 1.0
     hvp: str = "finite_difference"
     step_rule: str = "sign"
-    max_krylov: int = 30
+    max_krylov: int = DEFAULT_MAX_KRYLOV
     random_start: bool = False
     seed: int = 0
     baselines: tuple[str, ...] = ("FGSM", "PGD")

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from soae_core import metrics
-from soae_core.lab import check_single_image
+from soae_core.analysis.common import check_single_image
 from soae_core.validation import check_choice, check_int
 
 ATTRIBUTION_TARGETS = ("prediction", "label")
@@ -121,8 +121,7 @@ def perturbation_anatomy(model: nn.Module, image: torch.Tensor, label: int, advs
     adversarial = torch.cat([advs[name] for name in names]).detach()
     clean = image.detach().expand_as(adversarial)
     batch = torch.cat([image.detach(), adversarial])
-    with torch.no_grad():
-        predictions = model(batch).argmax(dim=1)
+    predictions = metrics.predictions(model, batch)
     targets = predictions if attribution_target == "prediction" else torch.full_like(predictions, label)
 
     distortion_layers = metrics.default_feature_layers(model)

@@ -12,6 +12,7 @@ import importlib.metadata
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +23,10 @@ from PIL import Image
 from torch import nn
 
 from soae_core import __version__
-from soae_core.app_settings import AttackSettings
-from soae_core.attacks import ATTACKS
-from soae_core.attacks.soae import SOAE
+from soae_core.analysis.common import check_single_image, class_probabilities
+from soae_core.analysis.settings import AttackSettings
+from soae_core.attacks import make_attack
 from soae_core.metrics import perturbation_norms, psnr, ssim
-from soae_core.validation import check_images, check_int
 
 
 @dataclass
@@ -92,26 +92,6 @@ class LabRun:
         raise ValueError(f"attack {name!r} was not run; ran: {[o.name for o in self.outcomes]}")
 
 
-def check_single_image(model: nn.Module, image: torch.Tensor, label: int) -> int:
-    """ValueError unless image is (1, C, H, W) in [0, 1] and 0 ≤ label < K; returns K, the model's
-    number of classes."""
-    check_images(image, "image")
-    if image.shape[0] != 1:
-        raise ValueError(f"image must hold exactly one image (1, C, H, W), got shape {tuple(image.shape)}")
-    with torch.no_grad():
-        num_classes = int(model(image).shape[1])
-    check_int("label", label, minimum=0)
-    if label >= num_classes:
-        raise ValueError(f"label must be a class index in [0, {num_classes - 1}], got {label}")
-    return num_classes
-
-
-def class_probabilities(model: nn.Module, image: torch.Tensor) -> np.ndarray:
-    """Softmax (K,) float64 of the model on one image (1, C, H, W)."""
-    with torch.no_grad():
-        return torch.softmax(model(image), dim=1)[0].double().numpy()
-
-
 def _iteration_views(image: torch.Tensor, trace: Any) -> list[IterationView]:
     views = [IterationView(index=0, image=image[0].float().numpy(), prediction=int(trace.initial_prediction[0]),
                            confidence=float(trace.initial_confidence[0]), loss=float(trace.initial_loss[0]),
@@ -126,7 +106,7 @@ def _iteration_views(image: torch.Tensor, trace: Any) -> list[IterationView]:
 
 def run_attack(model: nn.Module, image: torch.Tensor, label: int, name: str,
                attack_kwargs: dict[str, Any]) -> tuple[AttackOutcome, list[IterationView]]:
-    """Run attack ``name`` ("SOAE" or a name of ``soae_core.attacks.ATTACKS``) on one image.
+    """Run attack ``name`` (a name of ``soae_core.attacks.ATTACKS``) on one image.
 
     Args:
         model: classifier (eval mode, frozen parameters; only input gradients are taken).
@@ -136,12 +116,10 @@ def run_attack(model: nn.Module, image: torch.Tensor, label: int, name: str,
 
     Returns (outcome, SOAE iterate views — empty for the baselines). ValueError for bad inputs.
     """
-    if name != "SOAE" and name not in ATTACKS:
-        raise ValueError(f"name must be 'SOAE' or one of {sorted(ATTACKS)}, got {name!r}")
-    check_single_image(model, image, label)
+    attack = make_attack(name, model, **attack_kwargs)
+    y = check_single_image(model, image, label)
     image = image.detach()
-    attack = SOAE(model, **attack_kwargs) if name == "SOAE" else ATTACKS[name](model, **attack_kwargs)
-    result = attack(image, torch.tensor([label], dtype=torch.long, device=image.device))
+    result = attack(image, y)
     probabilities = torch.as_tensor(class_probabilities(model, result.adv))
     prediction = int(probabilities.argmax())
     norms = perturbation_norms(image, result.adv)
@@ -156,16 +134,28 @@ def run_attack(model: nn.Module, image: torch.Tensor, label: int, name: str,
     return outcome, views
 
 
+# Runs one attack of a lab run: (name, keyword arguments) -> what :func:`run_attack` returns.
+AttackRunner = Callable[[str, dict[str, Any]], tuple[AttackOutcome, list[IterationView]]]
+
+
 def run_lab(model: nn.Module, image: torch.Tensor, label: int, settings: AttackSettings, dataset: str,
-            class_names: tuple[str, ...]) -> LabRun:
+            class_names: tuple[str, ...], run: AttackRunner | None = None,
+            on_attack: Callable[[str], None] | None = None) -> LabRun:
     """Run SOAE and ``settings.baselines`` on one image (1, C, H, W) in [0, 1] with true ``label``.
 
     dataset: the model's dataset name (sets ASOD's σ); class_names: one name per class.
+    run: runs one attack (default :func:`run_attack` on this model and image; the app passes
+    its cached equivalent). on_attack: called with each attack's name before it runs.
     Returns a :class:`LabRun`. Raises ValueError for bad inputs or parameters.
     """
+    if run is None:
+        def run(name: str, kwargs: dict[str, Any]) -> tuple[AttackOutcome, list[IterationView]]:
+            return run_attack(model, image, label, name, kwargs)
     outcomes, iterations = [], []
     for name in settings.attack_names:
-        outcome, views = run_attack(model, image, label, name, settings.attack_kwargs(name, dataset))
+        if on_attack is not None:
+            on_attack(name)
+        outcome, views = run(name, settings.attack_kwargs(name, dataset))
         outcomes.append(outcome)
         iterations = iterations or views
     return assemble_run(model, image, label, class_names, outcomes, iterations)

@@ -19,9 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from soae_core.attacks.base import project_linf
+from soae_core.defaults import PAPER_EPS, PAPER_TAU
 from soae_core.validation import check_choice
 
 METHODS = ("std", "pgd", "trades", "soat")
+
+
+def default_alpha(eps: float) -> float:
+    """The PGD/TRADES step for budget ``eps``: the paper's 2/255 at 8/255, scaled with ε."""
+    return (2 / 255) * eps / PAPER_EPS
 
 
 @dataclass
@@ -42,7 +48,7 @@ class ObjectiveConfig:
     soae_steps: int = 1
     soae_hvp: str = "exact"
     soae_max_krylov: int = 10
-    soae_tau: float = 1e-3
+    soae_tau: float = PAPER_TAU
     soae_step_rule: str = "sign"
     soae_random_start: bool = True
     soae_alpha: float | None = None

@@ -1,8 +1,8 @@
 """Tables about the model zoo for the Models page: the registry with what each model card says
 (accuracy, robustness, how it was trained), and the paper's Table I layout (models × attacks)
-filled with accuracies measured by :mod:`soae_core.compare`.
+filled with accuracies measured by :mod:`soae_core.analysis.jobs`.
 
-Model cards are the JSON files :mod:`soae_core.train` writes beside each bundled checkpoint;
+Model cards are the JSON files ``python -m soae_core.train`` writes beside each bundled checkpoint;
 missing cards or fields show as NaN / empty text, never as an error.
 """
 
@@ -13,8 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from soae_core.compare import JobResult
-from soae_core.model_card import PAPER_EPS
+from soae_core.analysis.jobs import Job, JobResult
+from soae_core.analysis.settings import AttackSettings
+from soae_core.data import SAMPLE_DATASETS
+from soae_core.defaults import PAPER_EPS
 from soae_core.models import ModelInfo
 
 # The paper's Table I names training methods in capitals.
@@ -61,6 +63,11 @@ def training_summary(card: dict[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
+def card_column(attack: str, eps: float) -> str:
+    """The :func:`zoo_table` column of a card's robust accuracy: 'PGD-20 @ 8/255'."""
+    return f"{attack} @ {eps * 255:g}/255"
+
+
 def zoo_table(infos: list[ModelInfo], eps: float = PAPER_EPS) -> pd.DataFrame:
     """One row per registered model, indexed by name: Dataset, Architecture, Method, Available,
     Clean accuracy, PGD-20 and SOAE accuracy at ``eps`` (from the card), Test images (of the
@@ -72,20 +79,36 @@ def zoo_table(infos: list[ModelInfo], eps: float = PAPER_EPS) -> pd.DataFrame:
         rows.append({"Model": info.name, "Dataset": info.dataset, "Architecture": info.architecture,
                      "Method": method_name(info.method), "Available": info.available,
                      "Clean accuracy": float((card or {}).get("clean_accuracy", math.nan)),
-                     **{f"{attack} @ {eps * 255:g}/255": card_accuracy(card, attack, eps) for attack in CARD_ATTACKS},
+                     **{card_column(attack, eps): card_accuracy(card, attack, eps) for attack in CARD_ATTACKS},
                      "Test images": (card or {}).get("test_images"),
                      "Training": training_summary(card),
                      "Note": info.description if info.available else info.reason})
     return pd.DataFrame(rows).set_index("Model")
 
 
-def table_one(results: dict[tuple[str, str], JobResult], infos: list[ModelInfo], attacks: list[str]) -> pd.DataFrame:
+def bundled_models(infos: list[ModelInfo]) -> list[ModelInfo]:
+    """The available models whose dataset has bundled test images (the rows of Table I)."""
+    return [info for info in infos if info.available and info.dataset in SAMPLE_DATASETS]
+
+
+def table_one_tasks(infos: list[ModelInfo], attacks: list[str],
+                    settings: AttackSettings) -> list[tuple[ModelInfo, Job]]:
+    """One (model, job) per cell of Table I: every attack at the settings' budget on every model,
+    labelled 'model · attack'."""
+    return [(info, Job.of(f"{info.name} · {attack}", attack, settings.attack_kwargs(attack, info.dataset)))
+            for info in infos for attack in attacks]
+
+
+def table_one(tasks: list[tuple[ModelInfo, Job]], results: dict[str, JobResult], infos: list[ModelInfo],
+              attacks: list[str]) -> pd.DataFrame:
     """The paper's Table I layout: one row per model (Architecture, Training method, Images,
-    Clean, then one accuracy column per attack), from results keyed by (model name, attack).
-    Cells of pairs not (yet) computed are NaN; Images is the smallest count of a model's row."""
+    Clean, then one accuracy column per attack), from the results (keyed by job label) of
+    :func:`table_one_tasks`. Cells not (yet) computed are NaN; Images is the smallest count of a
+    model's row."""
+    keyed = {(info.name, job.attack): results[job.label] for info, job in tasks if job.label in results}
     rows = []
     for info in infos:
-        done = {attack: results[(info.name, attack)] for attack in attacks if (info.name, attack) in results}
+        done = {attack: keyed[(info.name, attack)] for attack in attacks if (info.name, attack) in keyed}
         any_result = next(iter(done.values()), None)
         rows.append({"Model": info.name, "Architecture": info.architecture, "Training method": method_name(info.method),
                      "Images": min(r.n for r in done.values()) if done else 0,

@@ -1,4 +1,4 @@
-"""Writing an evaluation (the dict :func:`soae_core.evaluate.run_evaluation` returns) as
+"""Writing an evaluation (the dict :func:`soae_core.experiments.evaluation.run_evaluation` returns) as
 report.md (pandas → Markdown tables), results.json and figures.html (plotly express)."""
 
 from __future__ import annotations

@@ -1,82 +1,13 @@
-"""Plotly figures and display arrays for the app's pages (pure functions of computed results)."""
+"""Figures of the Krylov Inspector page (pure functions of :mod:`soae_core.analysis.krylov_inspector`'s results)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from soae_core.krylov_diagnostics import KrylovRecord, Spectrum
-from soae_core.lab import IterationView, LabRun, top_k
-
-# Colour-blind-safe (Okabe–Ito) colours, readable on a projector.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
-FONT = {"size": 15}
-
-
-def display_image(image: np.ndarray, min_size: int = 168) -> np.ndarray:
-    """(C, H, W) in [0, 1] → (H', W') or (H', W', 3) for ``st.image``, enlarged by pixel
-    repetition (crisp pixels, no blur) until the short side is at least ``min_size``."""
-    array = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
-    factor = max(1, int(np.ceil(min_size / min(array.shape[-2:]))))
-    array = array.repeat(factor, axis=-2).repeat(factor, axis=-1)
-    return array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
-
-
-def _layout(figure: go.Figure, height: int, **kwargs) -> go.Figure:
-    figure.update_layout(height=height, font=FONT, margin={"l": 10, "r": 10, "t": 50, "b": 10},
-                         plot_bgcolor="white", **kwargs)
-    return figure
-
-
-def perturbation_figure(run: LabRun, eps: float) -> go.Figure:
-    """One heatmap per attack of δ = x_adv − x (mean over colour channels) in units of 1/255,
-    on one diverging colour scale spanning ±ε, so the perturbations are amplified alike."""
-    limit = max(eps * 255, 1e-3)
-    figure = make_subplots(rows=1, cols=len(run.outcomes), subplot_titles=[o.name for o in run.outcomes],
-                           horizontal_spacing=0.03)
-    for column, outcome in enumerate(run.outcomes, start=1):
-        delta = outcome.perturbation.mean(axis=0) * 255
-        figure.add_trace(go.Heatmap(z=delta, zmin=-limit, zmax=limit, zmid=0, colorscale="RdBu_r",
-                                    showscale=column == 1, colorbar={"title": {"text": "δ × 255"}},
-                                    hovertemplate="row %{y}, col %{x}: δ = %{z:.2f}/255<extra></extra>"),
-                         row=1, col=column)
-        figure.update_yaxes(autorange="reversed", scaleanchor=f"x{column if column > 1 else ''}",
-                            showticklabels=False, row=1, col=column)
-        figure.update_xaxes(showticklabels=False, row=1, col=column)
-    return _layout(figure, 300, title={"text": f"Perturbation δ (red: brighter, blue: darker; scale ±ε = ±{limit:g}/255)"})
-
-
-def top5_figure(run: LabRun) -> go.Figure:
-    """Top-5 class probabilities on the original and on each adversarial image; the true class
-    is drawn in green, other classes in grey, the predicted (top) class outlined."""
-    panels = [("Original", run.clean_probabilities)] + [(o.name, o.probabilities) for o in run.outcomes]
-    figure = make_subplots(rows=1, cols=len(panels), subplot_titles=[name for name, _ in panels],
-                           horizontal_spacing=0.08)
-    true_name = run.class_names[run.label]
-    for column, (_, probabilities) in enumerate(panels, start=1):
-        best = top_k(probabilities, run.class_names, k=min(5, len(run.class_names)))[::-1]
-        names = [name for name, _ in best]
-        colours = ["#009E73" if name == true_name else "#9CA3AF" for name in names]
-        figure.add_trace(go.Bar(x=[p for _, p in best], y=names, orientation="h", marker_color=colours,
-                                text=[f"{p:.0%}" for _, p in best], textposition="outside", cliponaxis=False,
-                                showlegend=False, hovertemplate="%{y}: %{x:.3f}<extra></extra>"), row=1, col=column)
-        figure.update_xaxes(range=[0, 1.25], tickvals=[0, 0.5, 1], tickformat=".0%", row=1, col=column)
-    return _layout(figure, 320, title={"text": f"Top-5 class probabilities (green: the true class, {true_name})"})
-
-
-def loss_figure(iterations: list[IterationView], current: int) -> go.Figure:
-    """Cross-entropy of the SOAE iterate after each outer iteration, the current one marked."""
-    steps = [v.index for v in iterations]
-    figure = go.Figure(go.Scatter(x=steps, y=[v.loss for v in iterations], mode="lines+markers",
-                                  line={"color": PALETTE[0]}, name="loss"))
-    figure.add_trace(go.Scatter(x=[current], y=[iterations[current].loss], mode="markers",
-                                marker={"size": 16, "color": PALETTE[4], "symbol": "circle-open", "line": {"width": 3}},
-                                name="shown"))
-    figure.update_xaxes(title="outer iteration n", dtick=1)
-    figure.update_yaxes(title="cross-entropy loss")
-    return _layout(figure, 280, showlegend=False, title={"text": "Loss along the SOAE iterations"})
+from soae_app.figures.common import PALETTE, layout
+from soae_core.analysis.krylov_inspector import KrylovRecord, Spectrum
 
 
 def residual_figure(records: list[KrylovRecord], tau: float) -> go.Figure:
@@ -108,7 +39,7 @@ def residual_figure(records: list[KrylovRecord], tau: float) -> go.Figure:
     figure.update_yaxes(type="log", title="‖g − Hδ_j‖ / β", exponentformat="power",
                         range=[np.log10(lowest) - 0.5, 3])
     figure.update_xaxes(title="Krylov step j")
-    return _layout(figure, 420, title={"text": "GMRES residual (solid: estimate, dotted: true)"})
+    return layout(figure, 420, title={"text": "GMRES residual (solid: estimate, dotted: true)"})
 
 
 def m_figure(records: list[KrylovRecord]) -> go.Figure:
@@ -118,7 +49,7 @@ def m_figure(records: list[KrylovRecord]) -> go.Figure:
                               textfont={"size": 14}, marker_color=PALETTE[0], cliponaxis=False))
     figure.update_xaxes(title="outer iteration n", dtick=1)
     figure.update_yaxes(title="m", range=[0, max([r.m for r in records], default=1) * 1.3])
-    return _layout(figure, 420, title={"text": "Krylov dimension m"})
+    return layout(figure, 420, title={"text": "Krylov dimension m"})
 
 
 def spectrum_figure(spectra: dict[str, Spectrum]) -> go.Figure:
@@ -140,7 +71,7 @@ def spectrum_figure(spectra: dict[str, Spectrum]) -> go.Figure:
                          annotation_text=f"C − 1 = {bound}", annotation_position="top right")
     figure.update_yaxes(type="log", title="|Ritz value| (open: negative)", exponentformat="power")
     figure.update_xaxes(title="rank (largest first)")
-    return _layout(figure, 420, title={"text": "Ritz values of the input Hessian (exact products, float64)"},
+    return layout(figure, 420, title={"text": "Ritz values of the input Hessian (exact products, float64)"},
                    legend={"orientation": "h", "y": -0.25})
 
 
@@ -160,7 +91,7 @@ def fd_accuracy_figure(table: pd.DataFrame, eta: float) -> go.Figure:
                           showarrow=False, xanchor="left", yanchor="top")
     figure.update_xaxes(type="log", title="η", exponentformat="power")
     figure.update_yaxes(type="log", title="‖Hv_fd − Hv‖ / ‖Hv‖", exponentformat="power")
-    return _layout(figure, 420, title={"text": "Finite-difference Hessian-vector product: error vs η"})
+    return layout(figure, 420, title={"text": "Finite-difference Hessian-vector product: error vs η"})
 
 
 def margin_gains_figure(gains: pd.DataFrame) -> go.Figure:
@@ -178,6 +109,6 @@ def margin_gains_figure(gains: pd.DataFrame) -> go.Figure:
                                         "line": {"width": 3}},
                                 hovertemplate="%{x}: gap %{y:.3f}<extra></extra>"))
     figure.update_yaxes(title_text="change of z_k − z_y (logits)", zeroline=True, zerolinecolor="#888888")
-    return _layout(figure, 380, barmode="group",
-                   title={"text": "One step, first order: how much each wrong class gains (★ nearest class)"},
-                   legend={"orientation": "h", "y": -0.2})
+    return layout(figure, 380, barmode="group",
+                  title={"text": "One step, first order: how much each wrong class gains (★ nearest class)"},
+                  legend={"orientation": "h", "y": -0.2})
