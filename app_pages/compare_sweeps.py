@@ -34,7 +34,10 @@ left, right = st.columns([1, 2])
 n = left.select_slider("Images n", compare.image_counts(available),
                        value=20 if available >= 20 else available, key="compare::n",
                        help="The first n bundled test images, taken class by class in turn (balanced classes).")
-attacks = right.multiselect("Attacks", list(ATTACKS), default=["FGSM", "PGD", "SOAE"], key="compare::attacks")
+attacks = right.multiselect("Attacks", list(ATTACKS), default=["FGSM", "PGD", "SOAE", "SOAE-g"], key="compare::attacks",
+                            help="SOAE-g is SOAE without curvature: the same start, steps, α and projection, with "
+                                 "the GMRES direction δ̃ replaced by the gradient g. It isolates what the "
+                                 "second-order correction adds.")
 st.caption(f"{info.name} · ε = {settings.eps * 255:g}/255 · SOAE: N = {settings.steps}, {settings.hvp.replace('_', ' ')} "
            f"products, τ = {settings.tau:g}, η = {settings.eta:g}, Krylov cap {settings.max_krylov}, "
            f"{settings.step_rule} step. Change them in the sidebar.")

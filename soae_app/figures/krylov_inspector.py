@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from soae_app.figures.common import PALETTE, layout
+from soae_app.figures.common import PALETTE, attack_colour, layout
 from soae_core.analysis.krylov_inspector import KrylovRecord, Spectrum
 
 
@@ -100,8 +100,8 @@ def margin_gains_figure(gains: pd.DataFrame) -> go.Figure:
     flips the prediction to that class). The nearest wrong class is marked with ★."""
     names = [f"★ {c}" if near else c for c, near in zip(gains["class"], gains["nearest"])]
     figure = go.Figure()
-    for column, colour, label in (("along g", PALETTE[1], "step along g (SOAE without curvature)"),
-                                  ("along δ̃", PALETTE[0], "step along δ̃ (SOAE)")):
+    for column, colour, label in (("along g", attack_colour("SOAE-g"), "step along g (SOAE without curvature)"),
+                                  ("along δ̃", attack_colour("SOAE"), "step along δ̃ (SOAE)")):
         figure.add_trace(go.Bar(x=names, y=gains[column], name=label, marker_color=colour,
                                 hovertemplate="%{x}: Δa = %{y:.3f}<extra>" + label + "</extra>"))
     figure.add_trace(go.Scatter(x=names, y=gains["gap"], mode="markers", name="gap to close (z_y − z_k)",
