@@ -7,6 +7,7 @@ from soae_app.figures.attack_lab import loss_figure, perturbation_figure, top5_f
 from soae_app.figures.common import display_image
 from soae_app.sidebar import Selection, ready_selection
 from soae_core.analysis.attack_lab import LabRun, metrics_table, npy_bytes, png_bytes, run_bundle
+from soae_core.metrics import PAPER_PSNR_NOTE
 
 st.title("Attack Lab")
 st.markdown("SOAE steps along **δ̃ ≈ H⁻¹g**, the Newton direction of the loss, found by GMRES from "
@@ -54,7 +55,7 @@ st.subheader("Metrics")
 st.dataframe(metrics_table(run), column_config={
     "Confidence": st.column_config.NumberColumn(format="percent"),
     "Success": st.column_config.CheckboxColumn(help="The prediction differs from the true class."),
-    "PSNR (dB)": st.column_config.NumberColumn(format="%.1f", help="data_range = 1; the paper's convention adds 48.1 dB."),
+    "PSNR (dB)": st.column_config.NumberColumn(format="%.1f", help="data_range = 1 on [0, 1] images. " + PAPER_PSNR_NOTE),
     "SSIM": st.column_config.NumberColumn(format="%.3f"),
     "L2": st.column_config.NumberColumn(format="%.3f", help="‖δ‖₂ in [0, 1] pixel units."),
     "L∞ (×1/255)": st.column_config.NumberColumn(format="%.2f"),

@@ -13,6 +13,7 @@ from soae_core.analysis import compare_sweeps as compare
 from soae_core.analysis.jobs import Job
 from soae_core.attacks import ATTACKS
 from soae_core.data import SAMPLE_DATASETS
+from soae_core.metrics import PAPER_PSNR_NOTE
 
 st.title("Compare & Sweeps")
 st.markdown("One image can mislead. Here the attacks run on many bundled test images with the sidebar's ε and "
@@ -95,8 +96,7 @@ with tab_attacks:
             st.dataframe(quality, column_config={
                 "PSNR (dB)": st.column_config.NumberColumn(format="%.1f", help="data_range = 1 on [0, 1] images."),
                 "PSNR, paper's convention (dB)": st.column_config.NumberColumn(
-                    format="%.1f", help="data_range = 255 on [0, 1] images (+48.1 dB), which reproduces the "
-                                        "paper's Table V values."),
+                    format="%.1f", help=PAPER_PSNR_NOTE),
                 "SSIM": st.column_config.NumberColumn(format="%.3f"),
                 "L∞ (×1/255)": st.column_config.NumberColumn(format="%.2f"),
             })

@@ -29,6 +29,11 @@ from soae_core.validation import check_choice, check_images, check_int, check_po
 # in that convention any L∞ ≤ 8/255 perturbation has PSNR ≥ 20·log10(255²/8) ≈ 78.2 dB, and most of
 # Table V lies below that bound (REPRODUCTION.md, claim 8). The rest is unexplained.
 PAPER_PSNR_OFFSET_DB = 20 * math.log10(255)
+# The app's help text for that column (one home; REPRODUCTION.md, claim 8, counts the values below the floor).
+PAPER_PSNR_NOTE = (f"The paper's convention: data_range = 255 on [0, 1] images, +{PAPER_PSNR_OFFSET_DB:.1f} dB over the "
+                   "standard PSNR. It lands in the range of the paper's Table V (71–82 dB) but does not explain its "
+                   f"values: with it, any perturbation with L∞ ≤ 8/255 has PSNR ≥ {20 * math.log10(255 ** 2 / 8):.1f} dB, "
+                   "yet most of Table V lies below that. The rest is unexplained.")
 EDGE_METHODS = ("canny", "sobel")
 ATTRIBUTION_METHODS = ("saliency", "integrated_gradients")
 

@@ -46,6 +46,8 @@ def test_paper_convention_floor_bounds_every_linf_perturbation() -> None:
     assert (metrics.psnr_paper_convention(clean, clean + noise) >= floor).all()
     with pytest.raises(ValueError, match="eps"):
         metrics.paper_convention_psnr_floor(0.0)
+    # the app's help text states the same floor and calls the rest unexplained
+    assert f"{floor:.1f} dB" in metrics.PAPER_PSNR_NOTE and "unexplained" in metrics.PAPER_PSNR_NOTE
 
 
 @pytest.mark.parametrize("channels", [1, 3])
