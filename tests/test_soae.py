@@ -357,3 +357,34 @@ def test_soae_without_curvature_is_in_the_registry_and_fixes_the_direction(image
 def test_bad_direction_raises_value_error_naming_the_choices() -> None:
     with pytest.raises(ValueError, match="direction.*newton.*gradient"):
         SOAE(tiny_cnn(), direction="hessian")
+
+
+def test_quadratic_direction_maximises_the_quadratic_model_over_the_step_box(images_8x8: torch.Tensor) -> None:
+    """eq. (4) literally: δ̃ lies in ‖δ‖∞ ≤ α/N and Q(δ̃) = gᵀδ̃ + ½δ̃ᵀHδ̃ (exact H, checked here with
+    torch.autograd.functional.hvp) is at least Q of the start (α/N)·sign(g); each step costs 1 + 10 evaluations."""
+    from soae_core.attacks.soae import QUADRATIC_ASCENT_STEPS
+
+    model = CountingModel(tiny_cnn())
+    y = _labels(model, images_8x8)
+    attack = SOAE(model, eps=0.1, steps=2, hvp="exact", direction="quadratic")
+    found = attack.direction(images_8x8, y)
+    radius = attack.alpha / attack.steps
+    assert found.direction.abs().max() <= radius + 1e-12 and found.krylov is None
+    assert torch.equal(found.grad_evals_per_sample, torch.full((6,), 1 + QUADRATIC_ASCENT_STEPS))
+
+    def quadratic(delta: torch.Tensor) -> torch.Tensor:
+        def loss(inp: torch.Tensor) -> torch.Tensor:
+            return nn.functional.cross_entropy(model.inner(inp), y, reduction="sum")
+        _, h_delta = torch.autograd.functional.hvp(loss, images_8x8, delta)
+        return ((found.gradient + 0.5 * h_delta) * delta).flatten(1).sum(dim=1)
+
+    start = radius * found.gradient.sign()
+    assert (quadratic(found.direction) >= quadratic(start) - 1e-12).all()
+    assert (quadratic(found.direction) > quadratic(start) + 1e-9).any()  # the ascent moved somewhere
+    result = attack(images_8x8, y)
+    assert result.grad_evals == 2 * (1 + QUADRATIC_ASCENT_STEPS)
+    assert (result.adv - images_8x8).abs().max() <= 0.1 + 1e-12
+    with pytest.raises(ValueError, match="quadratic"):
+        SOAE(model, direction="quadratic", targeted=True)
+    with pytest.raises(ValueError, match="quadratic"):
+        SOAE(model, direction="quadratic", step_rule="raw")

@@ -40,8 +40,11 @@ from soae_core.validation import check_choice, check_int, check_open_interval, c
 
 STEP_RULES = ("sign", "linf", "raw")
 # "newton": the GMRES solution δ̃ ≈ H⁻¹g (the paper's SOAE); "gradient": δ̃ := g, everything else
-# unchanged — the ablation "SOAE without curvature" (no Hessian-vector products, no Krylov solve).
-DIRECTIONS = ("newton", "gradient")
+# unchanged — the ablation "SOAE without curvature" (no Hessian-vector products, no Krylov solve);
+# "quadratic": the paper's eq. (4) literally — δ̃ maximises the quadratic model Q(δ) = gᵀδ + ½δᵀHδ
+# over the step's box ‖δ‖∞ ≤ α/N, by QUADRATIC_ASCENT_STEPS projected sign-ascent steps on Q.
+DIRECTIONS = ("newton", "gradient", "quadratic")
+QUADRATIC_ASCENT_STEPS = 10
 HVP_ALIASES = {"fd": "finite_difference", "forward": "finite_difference", "central": "central_difference",
                "autograd": "exact"}
 
@@ -171,6 +174,10 @@ class SOAE(Attack):
             and trace ("SOAE without curvature", the ablation that isolates what δ̃ adds). With
             "gradient" no Hessian-vector product is run: 1 gradient evaluation per iteration,
             ``krylov`` None in the trace; eta, tau, hvp and max_krylov are then unused.
+            "quadratic" — eq. (4) of the paper taken literally: δ̃ maximises Q(δ) = gᵀδ + ½δᵀHδ
+            over ‖δ‖∞ ≤ α/N (projected sign ascent from (α/N)·sign(g), QUADRATIC_ASCENT_STEPS
+            steps of α/(2N), one product each, keeping the iterate with the largest Q; ``krylov``
+            None). Untargeted, sign or linf step rule only.
 
     Call: ``attack(x, y)`` with x (B, C, H, W) in [0, 1] and y (B,) int64 → AttackResult with
     ``.adv``, ``.grad_evals`` (= ``.trace.grad_evals``: gradient evaluations per image, the batch
@@ -188,6 +195,9 @@ class SOAE(Attack):
                  loss_fn: LossFn = cross_entropy_loss, direction: str = "newton") -> None:
         super().__init__(model, eps)
         self.direction_kind = check_choice("direction", direction, DIRECTIONS)
+        if self.direction_kind == "quadratic" and (targeted or step_rule == "raw"):
+            raise ValueError("direction='quadratic' supports untargeted attacks with the sign or linf step rule only "
+                             f"(got targeted={targeted}, step_rule={step_rule!r})")
         self.eta = check_positive("eta", eta)
         self.tau = check_open_interval("tau", tau, 0.0, 1.0)
         self.steps = check_int("steps", steps, minimum=1)
@@ -213,19 +223,33 @@ class SOAE(Attack):
 
         Returns an :class:`SOAEDirection` for ``loss_fn(model(x), y)`` (for targeted attacks y
         holds the targets and the caller steps along −δ̃). With ``direction="gradient"`` δ̃ is g,
-        the record's ``krylov`` None and the cost 1 per sample.
+        the record's ``krylov`` None and the cost 1 per sample; with ``"quadratic"`` δ̃ is the
+        ascent's best maximiser of Q over ‖δ‖∞ ≤ α/N (``krylov`` None).
         """
         loss, grad = input_gradient(self.model, x, y, loss_fn=self.loss_fn)
         grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
+        ones = torch.ones(grad.shape[0], dtype=torch.int64, device=grad.device)
         if self.direction_kind == "gradient":
-            return SOAEDirection(direction=grad, loss=loss, gradient=grad, krylov=None,
-                                 grad_evals_per_sample=torch.ones(grad.shape[0], dtype=torch.int64, device=grad.device))
+            return SOAEDirection(direction=grad, loss=loss, gradient=grad, krylov=None, grad_evals_per_sample=ones)
         matvec, _ = make_hvp_operator(self.model, x, y, self.hvp, self.eta, grad_at_x=grad,
                                           loss_fn=self.loss_fn)
+        per_product = 2 if self.hvp == "central_difference" else 1
+        if self.direction_kind == "quadratic":
+            radius, everyone = self.alpha / self.steps, torch.arange(grad.shape[0], device=grad.device)
+            delta = best = radius * grad.sign()
+            best_q = torch.full_like(loss, -torch.inf)
+            for _ in range(QUADRATIC_ASCENT_STEPS):
+                h_delta = matvec(delta, index=everyone)
+                h_delta = torch.where(torch.isfinite(h_delta), h_delta, torch.zeros_like(h_delta))
+                q = ((grad + 0.5 * h_delta) * delta).flatten(1).sum(dim=1)  # Q(δ) = gᵀδ + ½δᵀHδ
+                better = q > best_q
+                best, best_q = torch.where(_per_sample(better, delta), delta, best), torch.where(better, q, best_q)
+                delta = (delta + 0.5 * radius * (grad + h_delta).sign()).clamp(-radius, radius)  # ∇Q = g + Hδ
+            return SOAEDirection(direction=best, loss=loss, gradient=grad, krylov=None,
+                                 grad_evals_per_sample=ones * (1 + per_product * QUADRATIC_ASCENT_STEPS))
         result = gmres(matvec, grad, x0=grad, tau=self.tau, max_iter=self.max_krylov,
                        reorthogonalize=self.reorthogonalize, true_residual=self.true_residual)
         direction = torch.where(torch.isfinite(result.solution), result.solution, grad)
-        per_product = 2 if self.hvp == "central_difference" else 1
         return SOAEDirection(direction=direction, loss=loss, gradient=grad, krylov=result,
                              grad_evals_per_sample=1 + per_product * result.products_per_sample)
 

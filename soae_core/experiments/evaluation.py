@@ -127,7 +127,8 @@ def make_attack(name: str, model: nn.Module, eps: float, config: EvalConfig, **o
     """The attack ``name`` with the run's settings (``overrides`` win; SOAE and SOAE-g keep no images;
     SOAE-g, SOAE without curvature, takes the run's SOAE settings with δ̃ := g)."""
     soae = {"keep_images": False, **config.soae}
-    settings: dict[str, Any] = {"SOAE": soae, "SOAE-g": soae, "AutoAttack": {"seed": config.seed},
+    no_curvature = {key: value for key, value in soae.items() if key != "direction"}  # SOAE-g fixes its own
+    settings: dict[str, Any] = {"SOAE": soae, "SOAE-g": no_curvature, "AutoAttack": {"seed": config.seed},
                                 "ASOD": {"sigma": config.asod_sigma, "seed": config.seed}}.get(name, {})
     return attacks.make_attack(name, model, eps=eps, **{**settings, **overrides})
 
