@@ -27,11 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exact", default=None, help="a run of SOAE with --soae-hvp exact")
     parser.add_argument("--asod", default=None, help="a run of ASOD with another --asod-sigma")
     parser.add_argument("--no-curvature", default=None, help="a run of SOAE-g (--attacks SOAE-g)")
+    parser.add_argument("--quadratic", default=None,
+                        help="a run of SOAE with --soae-direction quadratic --soae-hvp exact (eq. 4 literally)")
     parser.add_argument("--out", type=Path, default=None, help="write here instead of printing")
     args = parser.parse_args(argv)
     try:
         text = markdown(merge_results([load_results(path) for path in args.main]), args.exact and load_results(args.exact),
-                        args.asod and load_results(args.asod), args.no_curvature and load_results(args.no_curvature))
+                        args.asod and load_results(args.asod), args.no_curvature and load_results(args.no_curvature),
+                        args.quadratic and load_results(args.quadratic))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

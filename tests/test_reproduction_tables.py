@@ -202,6 +202,13 @@ def test_curvature_ablation_sets_the_three_soae_variants_side_by_side() -> None:
     assert (row["SOAE finite diff."], row["SOAE exact HVP"], row["SOAE without curvature"]) == \
         ("55.0% (90)", "50.0% (21)", "40.0% (4)")
     assert (row["FGSM"], row["PGD-20"]) == ("50.0%", "30.0%")
+    quadratic = _synthetic({"m1": {"SOAE": 0.45}})
+    quadratic["attacks"][0]["grad_evals_per_image"] = 44.0
+    assert curvature_ablation(main_run, exact, no_curvature, quadratic).iloc[0]["SOAE eq. (4), exact HVP"] == "45.0% (44)"
+    counts = counted_statements(main_run, exact, None, no_curvature, quadratic)
+    counted = dict(zip(counts["statement"] + " | " + counts["cells"], counts["count"]))
+    assert counted["eq. (4): SOAE maximising Q stronger than SOAE exact HVP (δ̃ = H⁻¹g) | all"] == "1 of 1"
+    assert counted["eq. (4): SOAE without curvature stronger than SOAE maximising Q | all"] == "1 of 1"
 
 
 def test_reproduction_md_holds_the_tables_regenerated_from_the_committed_runs(capsys) -> None:

@@ -143,10 +143,12 @@ def equal_budget(main: dict[str, Any], exact: dict[str, Any] | None = None) -> p
 
 
 def curvature_ablation(main: dict[str, Any], exact: dict[str, Any] | None,
-                       no_curvature: dict[str, Any]) -> pd.DataFrame:
+                       no_curvature: dict[str, Any], quadratic: dict[str, Any] | None = None) -> pd.DataFrame:
     """SOAE with the paper's product, with exact products and without curvature (δ̃ := g, SOAE-g) beside
-    FGSM and PGD-20, with the gradient evaluations per image of each SOAE variant."""
+    FGSM and PGD-20, with the gradient evaluations per image of each SOAE variant; ``quadratic``: a run
+    of SOAE with ``--soae-direction quadratic`` (eq. 4 taken literally), a further column."""
     records, exact_records, g_records = _records(main), _records(exact), _records(no_curvature)
+    q_records = _records(quadratic)
     rows = []
     for model in main["models"]:
         for eps in main["config"]["eps"]:
@@ -161,6 +163,9 @@ def curvature_ablation(main: dict[str, Any], exact: dict[str, Any] | None,
                          "SOAE exact HVP": "" if ex is None else
                          f"{percent(ex['robust_accuracy'])} ({ex['grad_evals_per_image']:.0f})",
                          "SOAE without curvature": f"{percent(g['robust_accuracy'])} ({g['grad_evals_per_image']:.0f})"})
+            q = q_records.get((model, eps, "SOAE"))
+            if q is not None:
+                rows[-1]["SOAE eq. (4), exact HVP"] = f"{percent(q['robust_accuracy'])} ({q['grad_evals_per_image']:.0f})"
     table = pd.DataFrame(rows)
     table.attrs["caption"] = ("robust accuracy (gradient evaluations per image); every SOAE variant: N = 4 sign steps "
                               "of α/N = 2.5ε/4 from the clean image, projected")
@@ -204,8 +209,8 @@ def _below_count(records: dict, key: str, successful: bool, other: str | None,
 
 
 def counted_statements(main: dict[str, Any], exact: dict[str, Any] | None = None,
-                       asod: dict[str, Any] | None = None,
-                       no_curvature: dict[str, Any] | None = None) -> pd.DataFrame:
+                       asod: dict[str, Any] | None = None, no_curvature: dict[str, Any] | None = None,
+                       quadratic: dict[str, Any] | None = None) -> pd.DataFrame:
     """Every statement of REPRODUCTION.md that counts cells, counted from the results (cells: model × ε;
     "main grid": the models of the first main run, the bundled ones; "all": every model). "Stronger"
     means strictly lower robust accuracy."""
@@ -264,6 +269,13 @@ def counted_statements(main: dict[str, Any], exact: dict[str, Any] | None = None
             lambda cells: _stronger_count(records, "PGD", g_records, "SOAE-g", cells))
         add("ablation: SOAE without curvature stronger than PGD-20",
             lambda cells: _stronger_count(g_records, "SOAE-g", records, "PGD", cells))
+        if quadratic is not None:
+            q_records = _records(quadratic)
+            if exact is not None:
+                add("eq. (4): SOAE maximising Q stronger than SOAE exact HVP (δ̃ = H⁻¹g)",
+                    lambda cells: _stronger_count(q_records, "SOAE", _records(exact), "SOAE", cells))
+            add("eq. (4): SOAE without curvature stronger than SOAE maximising Q",
+                lambda cells: _stronger_count(g_records, "SOAE-g", q_records, "SOAE", cells))
     return pd.DataFrame(rows)
 
 
@@ -376,14 +388,14 @@ def _markdown(title: str, table: pd.DataFrame, index: bool = False) -> str:
 
 
 def markdown(main: dict[str, Any], exact: dict[str, Any] | None = None, asod: dict[str, Any] | None = None,
-             no_curvature: dict[str, Any] | None = None) -> str:
+             no_curvature: dict[str, Any] | None = None, quadratic: dict[str, Any] | None = None) -> str:
     """Every comparison table as one Markdown document."""
-    parts = [_markdown("Counted from the results", counted_statements(main, exact, asod, no_curvature)),
+    parts = [_markdown("Counted from the results", counted_statements(main, exact, asod, no_curvature, quadratic)),
              _markdown("Tables I/II: robust accuracy beside the paper (ResNet18 rows)",
                        accuracy_beside_paper(main, exact, asod, no_curvature))]
     if no_curvature is not None:
         parts.append(_markdown("The ablation: SOAE with and without curvature",
-                               curvature_ablation(main, exact, no_curvature)))
+                               curvature_ablation(main, exact, no_curvature, quadratic)))
     parts += [_markdown("Equal budget: SOAE against PGD stopped at SOAE's gradient count", equal_budget(main, exact)),
               _markdown("Table IV: Krylov dimension m per τ — ours: median (mean); share of solves at the cap",
                         krylov_beside_paper(main, exact)),
