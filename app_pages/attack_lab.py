@@ -15,6 +15,7 @@ from soae_core.analysis.attack_lab import (
     run_bundle,
     transfer_table,
 )
+from soae_core.metrics import PAPER_PSNR_NOTE
 
 st.title("Attack Lab")
 st.markdown("SOAE steps along **δ̃ ≈ H⁻¹g**, the Newton direction of the loss, found by GMRES from "
@@ -74,7 +75,7 @@ st.dataframe(metrics_table(run), column_config={
     EIGHT_BIT_COLUMN: st.column_config.TextColumn(
         help="Is the example still adversarial once saved as an 8-bit image (PNG)? Rounding moves each pixel by "
              "up to 0.5/255 and can undo a borderline attack."),
-    "PSNR (dB)": st.column_config.NumberColumn(format="%.1f", help="data_range = 1; the paper's convention adds 48.1 dB."),
+    "PSNR (dB)": st.column_config.NumberColumn(format="%.1f", help="data_range = 1 on [0, 1] images. " + PAPER_PSNR_NOTE),
     "SSIM": st.column_config.NumberColumn(format="%.3f"),
     "L2": st.column_config.NumberColumn(format="%.3f", help="‖δ‖₂ in [0, 1] pixel units."),
     "L∞ (×1/255)": st.column_config.NumberColumn(format="%.2f"),

@@ -12,6 +12,7 @@ from soae_core.analysis import compare_sweeps as compare
 from soae_core.analysis.jobs import Job
 from soae_core.attacks import ATTACKS
 from soae_core.data import SAMPLE_DATASETS
+from soae_core.metrics import PAPER_PSNR_NOTE
 from soae_core.transfer import transfer_matrix
 
 st.title("Compare & Sweeps")
@@ -34,7 +35,10 @@ left, right = st.columns([1, 2])
 n = left.select_slider("Images n", compare.image_counts(available),
                        value=20 if available >= 20 else available, key="compare::n",
                        help="The first n bundled test images, taken class by class in turn (balanced classes).")
-attacks = right.multiselect("Attacks", list(ATTACKS), default=["FGSM", "PGD", "SOAE"], key="compare::attacks")
+attacks = right.multiselect("Attacks", list(ATTACKS), default=["FGSM", "PGD", "SOAE", "SOAE-g"], key="compare::attacks",
+                            help="SOAE-g is SOAE without curvature: the same start, steps, α and projection, with "
+                                 "the GMRES direction δ̃ replaced by the gradient g. It isolates what the "
+                                 "second-order correction adds.")
 st.caption(f"{info.name} · ε = {settings.eps * 255:g}/255 · SOAE: N = {settings.steps}, {settings.hvp.replace('_', ' ')} "
            f"products, τ = {settings.tau:g}, η = {settings.eta:g}, Krylov cap {settings.max_krylov}, "
            f"{settings.step_rule} step. Change them in the sidebar.")
@@ -93,8 +97,7 @@ with tab_attacks:
             st.dataframe(quality, column_config={
                 "PSNR (dB)": st.column_config.NumberColumn(format="%.1f", help="data_range = 1 on [0, 1] images."),
                 "PSNR, paper's convention (dB)": st.column_config.NumberColumn(
-                    format="%.1f", help="data_range = 255 on [0, 1] images (+48.1 dB), which reproduces the "
-                                        "paper's Table V values."),
+                    format="%.1f", help=PAPER_PSNR_NOTE),
                 "SSIM": st.column_config.NumberColumn(format="%.3f"),
                 "L∞ (×1/255)": st.column_config.NumberColumn(format="%.2f"),
             })

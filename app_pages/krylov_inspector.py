@@ -3,9 +3,11 @@
 import streamlit as st
 
 from soae_app import cache
-from soae_app.figures.krylov_inspector import fd_accuracy_figure, m_figure, residual_figure, spectrum_figure
+from soae_app.figures.krylov_inspector import (fd_accuracy_figure, m_figure, margin_gains_figure, residual_figure,
+                                                spectrum_figure)
 from soae_app.sidebar import ready_selection
-from soae_core.analysis.krylov_inspector import INACCURATE_FD_ERROR, best_error, comparison_models, error_at
+from soae_core.analysis.krylov_inspector import (INACCURATE_FD_ERROR, best_error, comparison_models, describe_margin_gains,
+                                                 error_at)
 from soae_core.analysis.settings import HVP_LABELS, MAX_KRYLOV
 from soae_core.models import list_models
 
@@ -29,6 +31,18 @@ try:
                "differences the operator is not quite linear and they drift apart. "
                "'breakdown' means the Krylov space stopped growing: normal for a ReLU network, whose input "
                "Hessian has rank ≤ C − 1.")
+
+    st.header("Where the step goes: δ̃ against g", divider="gray")
+    with st.spinner("Comparing one step along δ̃ and along g…"):
+        gains = cache.margin_gains(info, image, label, settings)
+    st.plotly_chart(margin_gains_figure(gains), key="krylov::margins")
+    st.markdown(describe_margin_gains(gains))
+    st.caption("Bars: the first-order change (J_k − J_y)·δ of each wrong class's logit z_k relative to the true "
+               "class's, for SOAE's first step δ = (α/N)·sign(·) with the sidebar's settings, along the GMRES "
+               "solution δ̃ ≈ H⁻¹g and along g ('SOAE without curvature'). A bar reaching its black tick would "
+               "flip the prediction to that class. On these models δ̃ tends to raise every class alike, g to push "
+               "the nearest one — over 1 000 test images g gains more on the nearest class in every model "
+               "(REPRODUCTION.md, 'Why').")
 
     st.header("Ritz values: the Hessian's spectrum", divider="gray")
     twins = comparison_models(info, list_models())

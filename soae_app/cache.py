@@ -264,6 +264,19 @@ fd_accuracy = per_model(compute.fd_accuracy, dtypes=("float32", "float64"), what
 tau_table = per_model(compute.tau_table, what="GMRES at the smallest τ")
 
 
+@per_model(max_entries=64)
+def _margin_gains(net: nn.Module, image: np.ndarray, label: int, settings: AttackSettings,
+                  class_names: tuple[str, ...]) -> pd.DataFrame:
+    return krylov_inspector.class_margin_gains(net, image_batch(image), label, settings, class_names)
+
+
+def margin_gains(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings) -> pd.DataFrame:
+    """Per wrong class, the gain of SOAE's first step along g and along δ̃
+    (:func:`soae_core.analysis.krylov_inspector.class_margin_gains`), cached on SOAE's settings."""
+    soae_only = dataclasses.replace(settings, baselines=())
+    return _margin_gains(info, image, label, soae_only, tuple(info.class_names))
+
+
 # ---------------------------------------------------------------------------------- How SOAE works
 @st.cache_resource(show_spinner="Training the 2-D toy classifier…")
 def toy_classifier(activation: str) -> how_soae_works.ToyClassifier:

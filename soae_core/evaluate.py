@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--soae-steps", type=int, default=None)
     parser.add_argument("--soae-max-krylov", type=int, default=None)
     parser.add_argument("--soae-step-rule", default=None, help="sign, linf or raw")
+    parser.add_argument("--soae-direction", default=None,
+                        help="newton (GMRES δ̃, default), gradient (δ̃ := g, as SOAE-g) or quadratic (eq. 4: "
+                             "maximise the quadratic model over the step's box; use with --soae-hvp exact)")
     parser.add_argument("--asod-sigma", type=parse_fraction, default=DEFAULTS.asod_sigma,
                         help="0.7 (MNIST), 100/255 (CIFAR-10)")
     parser.add_argument("--studies", nargs="*", default=DEFAULTS.studies, choices=STUDIES)
@@ -98,7 +101,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         weights[name] = path
     soae = {key: value for key, value in {
         "hvp": args.soae_hvp, "eta": args.soae_eta, "tau": args.soae_tau, "steps": args.soae_steps,
-        "max_krylov": args.soae_max_krylov, "step_rule": args.soae_step_rule}.items() if value is not None}
+        "max_krylov": args.soae_max_krylov, "step_rule": args.soae_step_rule,
+        "direction": args.soae_direction}.items() if value is not None}
     return EvalConfig(models=args.models, attacks=args.attacks, eps=args.eps, n=args.n, data=args.data,
                       batch_size=args.batch_size, weights=weights, soae=soae, asod_sigma=args.asod_sigma,
                       studies=args.studies, study_n=args.study_n, study_models=args.study_models,

@@ -1,14 +1,17 @@
 """Model cards CLI: ``python -m soae_core.model_card --model fmnist-cnn-pgd`` re-evaluates a bundled
 checkpoint and updates the evaluation fields of its card (e.g. after the SOAE engine changed),
-keeping the training record. The work is :mod:`soae_core.experiments.model_card`'s.
+keeping the training record. ``--describe-only`` rewrites only the card's ``inner_attack`` sentence
+from its recorded hyper-parameters (no evaluation), so that the card says what training actually did.
+The work is :mod:`soae_core.experiments.model_card`'s.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from soae_core.experiments.model_card import CARD_PGD_IMAGES, CARD_SOAE_IMAGES, update_card
+from soae_core.experiments.model_card import CARD_PGD_IMAGES, CARD_SOAE_IMAGES, card_with_inner_attack, update_card
 from soae_core.models import bundled_models_dir, load_model
 
 
@@ -19,7 +22,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-subset", type=int, default=None)
     parser.add_argument("--eval-pgd-n", type=int, default=CARD_PGD_IMAGES)
     parser.add_argument("--eval-soae-n", type=int, default=CARD_SOAE_IMAGES)
+    parser.add_argument("--describe-only", action="store_true",
+                        help="only rewrite the inner_attack sentence from the card's hyperparameters")
     args = parser.parse_args(argv)
+    if args.describe_only:
+        path = bundled_models_dir() / f"{args.model}.json"
+        try:
+            if not path.is_file():
+                raise ValueError(f"no card {path}")
+            card = card_with_inner_attack(json.loads(path.read_text()))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        path.write_text(json.dumps(card, indent=2) + "\n")
+        print(f"{path}: {card['inner_attack']}", file=sys.stderr)
+        return 0
     try:
         model = load_model(args.model)
     except ValueError as exc:

@@ -4,8 +4,9 @@
         --exact runs/reproduction-soae-exact --asod runs/reproduction-asod-sigma0.1
 
 ``--exact`` is a run of SOAE with exact Hessian-vector products, ``--asod`` a run of ASOD with
-another noise level; both are optional and add a column where they cover a model and ε. The
-tables are :mod:`soae_core.experiments.reproduction_tables`'.
+another noise level, ``--no-curvature`` a run of SOAE-g (SOAE without curvature); all are optional
+and add a column where they cover a model and ε. The tables, and the counts REPRODUCTION.md cites,
+are :mod:`soae_core.experiments.reproduction_tables`'.
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ def main(argv: list[str] | None = None) -> int:
                                                 "merged in order (e.g. the bundled models, then another model)")
     parser.add_argument("--exact", default=None, help="a run of SOAE with --soae-hvp exact")
     parser.add_argument("--asod", default=None, help="a run of ASOD with another --asod-sigma")
+    parser.add_argument("--no-curvature", default=None, help="a run of SOAE-g (--attacks SOAE-g)")
+    parser.add_argument("--quadratic", default=None,
+                        help="a run of SOAE with --soae-direction quadratic --soae-hvp exact (eq. 4 literally)")
     parser.add_argument("--out", type=Path, default=None, help="write here instead of printing")
     args = parser.parse_args(argv)
     try:
         text = markdown(merge_results([load_results(path) for path in args.main]), args.exact and load_results(args.exact),
-                        args.asod and load_results(args.asod))
+                        args.asod and load_results(args.asod), args.no_curvature and load_results(args.no_curvature),
+                        args.quadratic and load_results(args.quadratic))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

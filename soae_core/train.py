@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--soae-max-krylov", type=int, default=OBJECTIVE.soae_max_krylov)
     parser.add_argument("--soae-tau", type=float, default=OBJECTIVE.soae_tau)
     parser.add_argument("--soae-step-rule", choices=("sign", "linf", "raw"), default=OBJECTIVE.soae_step_rule)
+    parser.add_argument("--soae-alpha", type=float, default=OBJECTIVE.soae_alpha,
+                        help="SOAT: total SOAE step α, each of the --soae-steps moves α/N (default 2.5·eps); "
+                             "PGD-AT's budget is --soae-steps 7 --soae-alpha 0.175 (7 × 0.025 at eps 0.1)")
     parser.add_argument("--train-subset", type=int, default=TRAIN.train_subset, help="train on the first N images only")
     parser.add_argument("--test-subset", type=int, default=None, help="clean accuracy on the first N test images only")
     parser.add_argument("--eval-pgd-n", type=int, default=CARD_PGD_IMAGES,
@@ -78,7 +81,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     objective = ObjectiveConfig(method=method, eps=args.eps, alpha=alpha, attack_steps=args.attack_steps,
                                 trades_beta=args.trades_beta, soae_steps=args.soae_steps, soae_hvp=args.soae_hvp,
                                 soae_max_krylov=args.soae_max_krylov, soae_tau=args.soae_tau,
-                                soae_step_rule=args.soae_step_rule)
+                                soae_step_rule=args.soae_step_rule, soae_alpha=args.soae_alpha)
     return TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, optimizer=args.optimizer, lr_schedule=args.lr_schedule,
                        seed=args.seed, train_subset=args.train_subset, objective=objective)

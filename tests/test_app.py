@@ -154,7 +154,7 @@ def test_krylov_inspector_with_defaults_and_changes():
     app.switch_page(KRYLOV_PAGE).run()
     assert_clean(app)
     assert [t.value for t in app.title] == ["Krylov Inspector"]
-    assert len(app.get("plotly_chart")) == 4  # residuals, m, Ritz values, FD accuracy
+    assert len(app.get("plotly_chart")) == 5  # residuals, m, margins per class, Ritz values, FD accuracy
     table = app.dataframe[0].value
     assert len(table) == len(TAU_CHOICES)
     assert (table["m (exact)"] <= 60).all()
@@ -167,6 +167,23 @@ def test_krylov_inspector_with_defaults_and_changes():
     assert [t.value for t in app.title] == ["Krylov Inspector"]
     app.selectbox(key="krylov::compare").set_value("(none)").run()
     assert_clean(app)
+
+
+def test_krylov_inspector_draws_each_wrong_class_gain_along_g_and_delta():
+    import json
+
+    app = start({"hvp": "exact"})
+    app.switch_page(KRYLOV_PAGE).run()
+    assert_clean(app)
+    specs = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    margins = [spec for spec in specs if any("SOAE without curvature" in str(t.get("name")) for t in spec["data"])]
+    assert len(margins) == 1
+    bars = [t for t in margins[0]["data"] if t["type"] == "bar"]
+    assert [t["name"] for t in bars] == ["step along g (SOAE without curvature)", "step along δ̃ (SOAE)"]
+    classes = bars[0]["x"]
+    assert len(classes) == 9 and sum(c.startswith("★") for c in classes) == 1  # nine wrong classes, one nearest
+    assert bars[0]["y"] != bars[1]["y"]
+    assert any("The nearest wrong class" in m.value for m in app.markdown)
 
 
 def png(image: np.ndarray) -> bytes:

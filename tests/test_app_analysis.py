@@ -107,16 +107,17 @@ def test_anatomy_with_changed_inputs():
 
 
 # ---------------------------------------------------------------------------------- compare
-def test_compare_with_defaults_runs_fgsm_pgd_and_soae():
+def test_compare_with_defaults_runs_fgsm_pgd_soae_and_soae_without_curvature():
     app = open_page(COMPARE)
     assert_clean(app)
     accuracy, quality = (frame.value for frame in app.dataframe)
-    assert list(accuracy.index) == [compare.CLEAN_ROW, "FGSM", "PGD", "SOAE"]
+    assert list(accuracy.index) == [compare.CLEAN_ROW, "FGSM", "PGD", "SOAE", "SOAE-g"]
+    assert accuracy.loc["SOAE-g", "Gradient evals / image"] == 4  # N = 4 gradients, no Hessian-vector products
     assert list(accuracy.columns) == ["Images", "Accuracy", "Accuracy after 8-bit rounding", "Fooled",
                                       "Gradient evals / image", "Time (s)"]
     assert (accuracy["Images"] == 20).all()
     assert accuracy.loc["PGD", "Gradient evals / image"] == 20
-    assert list(quality.index) == ["FGSM", "PGD", "SOAE"]
+    assert list(quality.index) == ["FGSM", "PGD", "SOAE", "SOAE-g"]
     assert (quality["L∞ (×1/255)"] <= 8 + 1e-3).all()
     assert len(app.get("download_button")) == 4
     assert [b.label for b in app.button] == ["Run PGD on 2 models", "Run the η sweep", "Run the τ sweep",

@@ -108,3 +108,15 @@ def test_bundle_records_what_reproduces_the_run(model, image):
     assert document["versions"]["soae_core"] == soae_core.__version__
     assert [r["attack"] for r in document["results"]] == ["SOAE", "FGSM"]
     assert document["results"][0]["psnr_db"] is None  # ε = 0: identical images, PSNR = inf → null
+
+
+def test_soae_without_curvature_runs_as_a_baseline_with_the_soae_settings(model, image):
+    settings = dataclasses.replace(DEFAULT_SETTINGS, steps=3, hvp="exact", baselines=("SOAE-g",))
+    assert settings.baseline_kwargs("SOAE-g", "fashion_mnist") == settings.soae_kwargs()
+    lab = run_lab(model, image, 3, settings, "fashion_mnist", CLASSES)
+    assert [o.name for o in lab.outcomes] == ["SOAE", "SOAE-g"]
+    no_curvature = lab.outcome("SOAE-g")
+    assert no_curvature.grad_evals == 3  # one gradient per step, no Hessian-vector products
+    assert np.abs(no_curvature.perturbation).max() <= 8 / 255 + 1e-6
+    assert lab.outcome("SOAE").grad_evals > 3
+    assert [v.index for v in lab.iterations] == [0, 1, 2, 3]  # the iterate views stay SOAE's

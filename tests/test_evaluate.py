@@ -58,6 +58,17 @@ def test_cli_end_to_end_writes_markdown_json_html(untrained_weights: Path, tmp_p
     assert "Accuracy versus gradient evaluations per image" in html and "plotly" in html.lower()
 
 
+def test_cli_runs_soae_without_curvature_and_the_quadratic_direction(untrained_weights: Path, tmp_path: Path) -> None:
+    results = run_cli(untrained_weights, tmp_path, "--attacks", "SOAE", "SOAE-g", "--eps", "0.1", "--soae-hvp", "exact",
+                      "--soae-direction", "quadratic")
+    soae, no_curvature = results["attacks"]
+    assert results["config"]["soae"] == {"hvp": "exact", "direction": "quadratic"}
+    assert soae["grad_evals_per_image"] == 4 * 11 and soae["krylov"] is None  # eq. (4): 1 + 10 products per step
+    assert no_curvature["attack"] == "SOAE-g" and no_curvature["grad_evals_per_image"] == 4
+    assert no_curvature["krylov"] is None and len(no_curvature["budget_curve"]) == 4
+    assert "| SOAE-g" in (tmp_path / "report.md").read_text()
+
+
 def test_cli_studies(untrained_weights: Path, tmp_path: Path) -> None:
     results = run_cli(untrained_weights, tmp_path, "--attacks", "SOAE", "--soae-max-krylov", "2",
                       "--studies", "eta", "tau", "iterations", "--etas", "1e-5", "1e-3", "--taus", "0.1", "0.001",

@@ -10,6 +10,7 @@ import torch
 from soae_core.analysis.krylov_inspector import (
     KrylovRecord,
     best_error,
+    class_margin_gains,
     comparison_models,
     error_at,
     fd_accuracy_sweep,
@@ -114,3 +115,45 @@ def test_tau_table_matches_direct_runs(relu_model, image):
             result = attack.direction(image, torch.tensor([4])).krylov
             assert table.loc[tau, column] == int(result.iterations[0]), (mode, tau)
     assert (np.diff(table["m (exact)"].to_numpy()) >= 0).all()  # smaller τ never needs fewer steps
+
+
+def _jacobian_gain(model, image: torch.Tensor, label: int, delta: torch.Tensor) -> torch.Tensor:
+    """(J_k − J_y)·δ for every class k, with the full Jacobian taken by torch.autograd.functional (by hand)."""
+    jac = torch.autograd.functional.jacobian(lambda inp: model(inp)[0], image)  # (K, 1, C, H, W)
+    per_class = (jac.flatten(1) * delta.flatten()).sum(dim=1)
+    return per_class - per_class[label]
+
+
+def test_margin_gains_are_the_jacobian_times_the_step(image):
+    model = _frozen("fmnist-cnn-std", torch.float64)
+    x = image.double()
+    label = 3
+    settings = dataclasses.replace(DEFAULT_SETTINGS, hvp="exact", eps=0.05, steps=4)
+    names = tuple(f"c{k}" for k in range(10))
+    gains = class_margin_gains(model, x, label, settings, names)
+    assert list(gains["class"]) == [n for k, n in enumerate(names) if k != label]
+    # the gradient step by hand: (α/N)·sign(g), projected to [0, 1]
+    x_req = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x_req), torch.tensor([label])), x_req)
+    delta = (x + settings.alpha / settings.steps * grad.sign()).clamp(0, 1) - x
+    expected = _jacobian_gain(model, x, label, delta)
+    np.testing.assert_allclose(gains["along g"], [float(expected[k]) for k in range(10) if k != label], rtol=1e-8)
+    with torch.no_grad():
+        logits = model(x)[0]
+    np.testing.assert_allclose(gains["gap"], [float(logits[label] - logits[k]) for k in range(10) if k != label])
+    assert gains["nearest"].sum() == 1 and gains.loc[gains["nearest"], "gap"].iloc[0] == gains["gap"].min()
+    assert not np.allclose(gains["along δ̃"], gains["along g"])  # the curvature correction moves the step
+
+
+def test_margin_gains_first_order_matches_the_network_for_a_tiny_step(image):
+    model = _frozen("fmnist-cnn-std", torch.float64)
+    settings = dataclasses.replace(DEFAULT_SETTINGS, hvp="exact", eps=1e-7)
+    gains = class_margin_gains(model, image.double(), 0, settings, tuple(str(k) for k in range(10)))
+    np.testing.assert_allclose(gains["along δ̃, measured"], gains["along δ̃"], rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(gains["along g, measured"], gains["along g"], rtol=1e-4, atol=1e-12)
+
+
+def test_margin_gains_reject_bad_class_names(image):
+    model = _frozen("fmnist-cnn-std")
+    with pytest.raises(ValueError, match="class_names"):
+        class_margin_gains(model, image, 2, DEFAULT_SETTINGS, ("a", "b"))

@@ -34,6 +34,22 @@ def test_psnr_of_constant_perturbation(channels: int) -> None:
     assert metrics.psnr(clean, clean.clone()).tolist() == [math.inf] * 3
 
 
+def test_paper_convention_floor_bounds_every_linf_perturbation() -> None:
+    eps = 8 / 255
+    floor = metrics.paper_convention_psnr_floor(eps)
+    assert floor == pytest.approx(20 * math.log10(255 ** 2 / 8))
+    assert 78.1 < floor < 78.3
+    clean = smooth_images(channels=1).clamp(eps, 1 - eps)
+    worst = clean + eps  # every pixel moved by the full budget: the floor itself
+    np.testing.assert_allclose(metrics.psnr_paper_convention(clean, worst), floor, atol=1e-9)
+    noise = (torch.rand(clean.shape, generator=torch.Generator().manual_seed(0), dtype=clean.dtype) * 2 - 1) * eps
+    assert (metrics.psnr_paper_convention(clean, clean + noise) >= floor).all()
+    with pytest.raises(ValueError, match="eps"):
+        metrics.paper_convention_psnr_floor(0.0)
+    # the app's help text states the same floor and calls the rest unexplained
+    assert f"{floor:.1f} dB" in metrics.PAPER_PSNR_NOTE and "unexplained" in metrics.PAPER_PSNR_NOTE
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_ssim(channels: int) -> None:
     clean = smooth_images(channels=channels)

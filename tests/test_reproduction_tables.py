@@ -12,9 +12,11 @@ from soae_core.evaluate import main as evaluate_main
 from soae_core.experiments import paper_results
 from soae_core.experiments.evaluation_report import percent
 from soae_core.experiments.reproduction_tables import (
-    _rank, accuracy_beside_paper, equal_budget, highest_quality_counts, krylov_beside_paper, load_results,
-    markdown, merge_results, quality_beside_paper, study_tables, where_perturbation_goes)
+    _rank, accuracy_beside_paper, counted_statements, curvature_ablation, equal_budget, highest_quality_counts,
+    krylov_beside_paper, load_results, markdown, merge_results, quality_beside_paper, study_tables, where_perturbation_goes)
 from soae_core.reproduction_tables import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +159,72 @@ def test_location_tables_successful_only_when_recorded(runs) -> None:
     for record in older["attacks"]:
         del record["successful"]
     assert list(where_perturbation_goes(older)) == ["edge_alignment", "deepest layer distortion"]
+
+
+def _synthetic(models: dict[str, dict[str, float]], eps: float = 0.1, **config) -> dict:
+    """A results dict with only what the counting needs: model → attack → robust accuracy at one ε."""
+    return {"meta": {"n": 10}, "config": {"eps": [eps], "asod_sigma": 0.7, **config},
+            "models": {m: {"clean_accuracy": 0.9, "method": "std"} for m in models},
+            "attacks": [{"model": m, "eps": eps, "attack": a, "robust_accuracy": v}
+                        for m, by_attack in models.items() for a, v in by_attack.items()]}
+
+
+def test_counted_statements_count_strictly_stronger_cells_per_group() -> None:
+    first = _synthetic({"m1": {"FGSM": 0.5, "PGD": 0.3, "AutoAttack": 0.3, "ASOD": 0.6, "SOAE": 0.55},
+                        "m2": {"FGSM": 0.5, "PGD": 0.3, "AutoAttack": 0.3, "ASOD": 0.4, "SOAE": 0.55}})
+    twin = _synthetic({"twin": {"FGSM": 0.2, "PGD": 0.1, "AutoAttack": 0.1, "ASOD": 0.2, "SOAE": 0.2}})
+    main_run = merge_results([first, twin])
+    exact = _synthetic({"m1": {"SOAE": 0.5}, "m2": {"SOAE": 0.5}, "twin": {"SOAE": 0.3}})
+    no_curvature = _synthetic({"m1": {"SOAE-g": 0.4}, "m2": {"SOAE-g": 0.5}, "twin": {"SOAE-g": 0.1}})
+    table = counted_statements(main_run, exact, None, no_curvature)
+    count = {(r["statement"].split(":")[1].strip(), r["cells"]): r["count"] for r in table.to_dict("records")}
+    assert count[("SOAE (finite diff.) stronger than ASOD σ=0.7", "main grid")] == "1 of 2"  # m1 only
+    assert count[("SOAE (finite diff.) stronger than ASOD σ=0.7", "all")] == "1 of 3"  # a tie is not stronger
+    assert count[("SOAE (finite diff.) ranks 4th of the 5 attacks", "main grid")] == "1 of 2"
+    assert count[("SOAE (finite diff.) ranks 5th of the 5 attacks", "main grid")] == "1 of 2"
+    assert count[("SOAE without curvature stronger than SOAE exact HVP", "main grid")] == "1 of 2"  # m2 ties
+    assert count[("SOAE without curvature stronger than SOAE exact HVP", "all")] == "2 of 3"
+    assert count[("PGD-20 stronger than SOAE without curvature", "all")] == "2 of 3"
+    floor_row = table[table["cells"] == "paper"].iloc[0]
+    below = sum(psnr < 20 * math.log10(255 ** 2 / 8) for by_dataset in paper_results.IMAGE_QUALITY.values()
+                for psnr, _ in by_dataset.values())
+    assert floor_row["count"] == f"{below} of 12" and "78.2 dB" in floor_row["statement"]
+
+
+def test_curvature_ablation_sets_the_three_soae_variants_side_by_side() -> None:
+    main_run = _synthetic({"m1": {"FGSM": 0.5, "PGD": 0.3, "SOAE": 0.55}})
+    main_run["attacks"][2]["grad_evals_per_image"] = 90.0
+    exact = _synthetic({"m1": {"SOAE": 0.5}})
+    exact["attacks"][0]["grad_evals_per_image"] = 21.0
+    no_curvature = _synthetic({"m1": {"SOAE-g": 0.4}})
+    no_curvature["attacks"][0]["grad_evals_per_image"] = 4.0
+    row = curvature_ablation(main_run, exact, no_curvature).iloc[0]
+    assert (row["SOAE finite diff."], row["SOAE exact HVP"], row["SOAE without curvature"]) == \
+        ("55.0% (90)", "50.0% (21)", "40.0% (4)")
+    assert (row["FGSM"], row["PGD-20"]) == ("50.0%", "30.0%")
+    quadratic = _synthetic({"m1": {"SOAE": 0.45}})
+    quadratic["attacks"][0]["grad_evals_per_image"] = 44.0
+    assert curvature_ablation(main_run, exact, no_curvature, quadratic).iloc[0]["SOAE eq. (4), exact HVP"] == "45.0% (44)"
+    counts = counted_statements(main_run, exact, None, no_curvature, quadratic)
+    counted = dict(zip(counts["statement"] + " | " + counts["cells"], counts["count"]))
+    assert counted["eq. (4): SOAE maximising Q stronger than SOAE exact HVP (δ̃ = H⁻¹g) | all"] == "1 of 1"
+    assert counted["eq. (4): SOAE without curvature stronger than SOAE maximising Q | all"] == "1 of 1"
+
+
+def test_reproduction_md_holds_the_tables_regenerated_from_the_committed_runs(capsys) -> None:
+    """Command 8 of REPRODUCTION.md on the committed outputs prints exactly its tables section."""
+    results = REPO / "bench" / "results" / "reproduction"
+    assert main([str(results / "main"), str(results / "smooth"), "--exact", str(results / "soae-exact"),
+                 "--asod", str(results / "asod-sigma0.1"), "--no-curvature", str(results / "soae-g")]) == 0
+    generated = capsys.readouterr().out.strip()
+    assert generated in (REPO / "REPRODUCTION.md").read_text()
+
+
+def test_tables_ignore_extra_attacks_in_the_main_run() -> None:
+    """A main run made with the CLI's default --attacks also holds SOAE-g: the paper-beside-ours tables
+    (and the counts) stay the same."""
+    results = REPO / "bench" / "results" / "reproduction"
+    main_run = merge_results([load_results(results / "main"), load_results(results / "smooth")])
+    no_curvature = load_results(results / "soae-g")
+    with_extra = {**main_run, "attacks": main_run["attacks"] + no_curvature["attacks"]}
+    assert markdown(with_extra, None, None, no_curvature) == markdown(main_run, None, None, no_curvature)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_cnn, tiny_smooth_mlp, tolerance
 from torch import nn
 
-from conftest import tiny_cnn, tiny_smooth_mlp, tolerance
 from soae_core.attacks import SOAE
 from soae_core.attacks.soae import STEP_RULES
 
@@ -298,3 +298,107 @@ def test_start_noise_given_by_the_caller_equals_the_seeded_start(images_8x8: tor
         SOAE(model, eps=0.1, random_start=True, start_noise=noise[:3])(images_8x8, y)
     with pytest.raises(ValueError, match="start_noise must be a floating-point tensor"):
         SOAE(model, eps=0.1, random_start=True, start_noise=[0.5])
+
+
+# ---------------------------------------------------------------------- direction="gradient" (the ablation)
+def _sign_gradient_by_hand(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float,
+                           steps: int, start: torch.Tensor) -> torch.Tensor:
+    """Iterated sign-gradient ascent of the summed cross-entropy: (α/N)·sign(∇L) per step, clipped to the
+    ε-box around x and to [0, 1] — written out here, independent of the library."""
+    x_n = start.clone()
+    for _ in range(steps):
+        x_n.requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(x_n), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_n)
+        x_n = x_n.detach() + (alpha / steps) * grad.sign()
+        x_n = torch.clamp(torch.minimum(torch.maximum(x_n, x - eps), x + eps), 0.0, 1.0)
+    return x_n
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+def test_gradient_direction_is_iterated_sign_gradient_with_the_same_alpha(images_8x8: torch.Tensor,
+                                                                          random_start: bool) -> None:
+    model = tiny_cnn()
+    y = _labels(model, images_8x8)
+    eps, steps = 0.1, 4
+    attack = SOAE(model, eps=eps, steps=steps, direction="gradient", random_start=random_start, seed=3)
+    result = attack(images_8x8, y)
+    start = images_8x8
+    if random_start:  # the same random start as SOAE's: uniform in the ε-ball from the seeded generator
+        noise = torch.rand(images_8x8.shape, generator=torch.Generator().manual_seed(3), dtype=images_8x8.dtype)
+        start = torch.clamp(images_8x8 + (2 * noise - 1) * eps, 0.0, 1.0)
+    expected = _sign_gradient_by_hand(model, images_8x8, y, eps, 2.5 * eps, steps, start)
+    assert attack.alpha == pytest.approx(2.5 * eps)
+    torch.testing.assert_close(result.adv, expected, rtol=0, atol=1e-12)
+
+
+def test_gradient_direction_runs_no_hessian_products_and_counts_one_gradient_per_step(images_8x8) -> None:
+    model = CountingModel(tiny_cnn())
+    y = _labels(model, images_8x8)
+    result = SOAE(model, eps=0.1, steps=3, hvp="exact", direction="gradient")(images_8x8, y)
+    assert model.gradient_images == 3 * images_8x8.shape[0]  # one gradient per image and step, nothing else
+    assert result.grad_evals == 3 and torch.equal(result.trace.grad_evals_per_sample, torch.full((6,), 3))
+    for iteration in result.trace.iterations:
+        assert iteration.krylov is None
+        torch.testing.assert_close(iteration.cosine_to_gradient, torch.ones(6, dtype=torch.float64))
+
+
+def test_default_direction_is_newton_and_differs_from_gradient(images_8x8: torch.Tensor) -> None:
+    model = tiny_cnn()
+    y = _labels(model, images_8x8)
+    default = SOAE(model, eps=0.1, hvp="exact")(images_8x8, y)
+    newton = SOAE(model, eps=0.1, hvp="exact", direction="newton")(images_8x8, y)
+    gradient = SOAE(model, eps=0.1, hvp="exact", direction="gradient")(images_8x8, y)
+    assert SOAE(model).direction_kind == "newton"
+    assert torch.equal(default.adv, newton.adv)
+    assert all(it.krylov is not None for it in default.trace.iterations)
+    assert not torch.equal(default.adv, gradient.adv)  # the curvature correction changes the step
+
+
+def test_soae_without_curvature_is_in_the_registry_and_fixes_the_direction(images_8x8: torch.Tensor) -> None:
+    from soae_core.attacks import ATTACKS, SOAEWithoutCurvature
+
+    model = tiny_cnn()
+    y = _labels(model, images_8x8)
+    assert ATTACKS["SOAE-g"] is SOAEWithoutCurvature and SOAEWithoutCurvature.name == "SOAE-g"
+    registry = ATTACKS["SOAE-g"](model, eps=0.1, steps=3)(images_8x8, y)
+    direct = SOAE(model, eps=0.1, steps=3, direction="gradient")(images_8x8, y)
+    assert torch.equal(registry.adv, direct.adv)
+    with pytest.raises(ValueError, match="direction"):
+        SOAEWithoutCurvature(model, direction="newton")
+
+
+def test_bad_direction_raises_value_error_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match="direction.*newton.*gradient"):
+        SOAE(tiny_cnn(), direction="hessian")
+
+
+def test_quadratic_direction_maximises_the_quadratic_model_over_the_step_box(images_8x8: torch.Tensor) -> None:
+    """eq. (4) literally: δ̃ lies in ‖δ‖∞ ≤ α/N and Q(δ̃) = gᵀδ̃ + ½δ̃ᵀHδ̃ (exact H, checked here with
+    torch.autograd.functional.hvp) is at least Q of the start (α/N)·sign(g); each step costs 1 + 10 evaluations."""
+    from soae_core.attacks.soae import QUADRATIC_ASCENT_STEPS
+
+    model = CountingModel(tiny_cnn())
+    y = _labels(model, images_8x8)
+    attack = SOAE(model, eps=0.1, steps=2, hvp="exact", direction="quadratic")
+    found = attack.direction(images_8x8, y)
+    radius = attack.alpha / attack.steps
+    assert found.direction.abs().max() <= radius + 1e-12 and found.krylov is None
+    assert torch.equal(found.grad_evals_per_sample, torch.full((6,), 1 + QUADRATIC_ASCENT_STEPS))
+
+    def quadratic(delta: torch.Tensor) -> torch.Tensor:
+        def loss(inp: torch.Tensor) -> torch.Tensor:
+            return nn.functional.cross_entropy(model.inner(inp), y, reduction="sum")
+        _, h_delta = torch.autograd.functional.hvp(loss, images_8x8, delta)
+        return ((found.gradient + 0.5 * h_delta) * delta).flatten(1).sum(dim=1)
+
+    start = radius * found.gradient.sign()
+    assert (quadratic(found.direction) >= quadratic(start) - 1e-12).all()
+    assert (quadratic(found.direction) > quadratic(start) + 1e-9).any()  # the ascent moved somewhere
+    result = attack(images_8x8, y)
+    assert result.grad_evals == 2 * (1 + QUADRATIC_ASCENT_STEPS)
+    assert (result.adv - images_8x8).abs().max() <= 0.1 + 1e-12
+    with pytest.raises(ValueError, match="quadratic"):
+        SOAE(model, direction="quadratic", targeted=True)
+    with pytest.raises(ValueError, match="quadratic"):
+        SOAE(model, direction="quadratic", step_rule="raw")

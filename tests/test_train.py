@@ -16,8 +16,9 @@ import torch
 from dataset_files import write_idx_dataset
 
 import soae_core
+from soae_core.experiments.model_card import card_with_inner_attack
 from soae_core.experiments.training import TrainConfig, train
-from soae_core.experiments.training_objectives import ObjectiveConfig
+from soae_core.experiments.training_objectives import ObjectiveConfig, describe_inner_attack, soae_examples
 from soae_core.models import load_model, load_uploaded_model
 from soae_core.models.weights import safetensors_metadata
 from soae_core.train import main
@@ -51,6 +52,7 @@ def test_one_tiny_epoch_per_method_writes_weights_and_card(method, evals, tiny_f
     assert card["hyperparameters"]["objective"]["eps"] == 0.1
     assert card["hyperparameters"]["objective"]["alpha"] == pytest.approx(0.025)
     assert card["command"] == "python -m soae_core.train " + " ".join(args)
+    assert card["inner_attack"] == describe_inner_attack(ObjectiveConfig(**card["hyperparameters"]["objective"]))
     assert card["machine"]["cores"] >= 1 and card["history"][0]["seconds"] > 0
     assert card["soae_lab_version"] == soae_core.__version__
     assert card["wall_time_s"]["training"] == pytest.approx(card["history"][0]["seconds"], abs=0.01)
@@ -134,3 +136,37 @@ def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path, capsys):
     assert main([*args, "--out-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path / "ck"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_inner_attack_sentence_says_what_each_method_does():
+    soat = describe_inner_attack(ObjectiveConfig(method="soat", eps=0.1))
+    assert "one SOAE step" in soat and "alpha/N = 0.25" in soat and "random start" in soat
+    assert "alpha and attack_steps are PGD's and unused" in soat
+    multi = describe_inner_attack(ObjectiveConfig(method="soat", eps=0.1, soae_steps=7, soae_alpha=0.175))
+    assert "7 SOAE steps" in multi and "alpha/N = 0.025 each" in multi and "1.75·eps" in multi
+    assert describe_inner_attack(ObjectiveConfig(method="pgd")).startswith("PGD: 7 sign-gradient steps of alpha = 0.025")
+    assert describe_inner_attack(ObjectiveConfig(method="std")).startswith("none")
+    with pytest.raises(ValueError, match="method"):
+        describe_inner_attack(ObjectiveConfig(method="fgsm"))
+
+
+def test_bundled_cards_state_their_inner_attack_from_their_hyperparameters():
+    for path in sorted((REPO / "assets" / "models").glob("*.json")):
+        card = json.loads(path.read_text())
+        assert card_with_inner_attack(card) == card, f"{path.name}: run python -m soae_core.model_card " \
+                                                     f"--model {card['name']} --describe-only"
+    with pytest.raises(ValueError, match="objective"):
+        card_with_inner_attack({"name": "x"})
+
+
+def test_soat_inner_alpha_sets_the_step():
+    torch.manual_seed(0)
+    model = load_model("fmnist-cnn-std")
+    x = torch.rand(4, 1, 28, 28) * 0.5 + 0.25
+    y = torch.zeros(4, dtype=torch.long)
+    small = ObjectiveConfig(method="soat", eps=0.1, soae_steps=2, soae_alpha=0.02, soae_random_start=False)
+    adv, _ = soae_examples(model, x, y, small)
+    assert float((adv - x).abs().max()) == pytest.approx(0.02, abs=1e-6)  # 2 sign steps of 0.01
+    default = ObjectiveConfig(method="soat", eps=0.1, soae_steps=1, soae_random_start=False)
+    adv, _ = soae_examples(model, x, y, default)
+    assert float((adv - x).abs().max()) == pytest.approx(0.1, abs=1e-6)  # 2.5·eps, projected to eps

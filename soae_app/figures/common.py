@@ -11,7 +11,7 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F
 FONT = {"size": 15}
 # One colour per attack on every chart.
 ATTACK_COLOURS = {"SOAE": PALETTE[0], "FGSM": PALETTE[1], "PGD": PALETTE[2], "AutoAttack": PALETTE[3],
-                  "ASOD": PALETTE[4]}
+                  "ASOD": PALETTE[4], "SOAE-g": PALETTE[5]}
 
 
 def display_image(image: np.ndarray, min_size: int = 168) -> np.ndarray:

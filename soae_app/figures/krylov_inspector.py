@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from soae_app.figures.common import PALETTE, layout
+from soae_app.figures.common import PALETTE, attack_colour, layout
 from soae_core.analysis.krylov_inspector import KrylovRecord, Spectrum
 
 
@@ -92,3 +92,23 @@ def fd_accuracy_figure(table: pd.DataFrame, eta: float) -> go.Figure:
     figure.update_xaxes(type="log", title="η", exponentformat="power")
     figure.update_yaxes(type="log", title="‖Hv_fd − Hv‖ / ‖Hv‖", exponentformat="power")
     return layout(figure, 420, title={"text": "Finite-difference Hessian-vector product: error vs η"})
+
+
+def margin_gains_figure(gains: pd.DataFrame) -> go.Figure:
+    """Grouped bars per wrong class: the first-order gain of its advantage for SOAE's first step along
+    g and along δ̃, with the gap it would have to close drawn as a black tick (a bar reaching the tick
+    flips the prediction to that class). The nearest wrong class is marked with ★."""
+    names = [f"★ {c}" if near else c for c, near in zip(gains["class"], gains["nearest"])]
+    figure = go.Figure()
+    for column, colour, label in (("along g", attack_colour("SOAE-g"), "step along g (SOAE without curvature)"),
+                                  ("along δ̃", attack_colour("SOAE"), "step along δ̃ (SOAE)")):
+        figure.add_trace(go.Bar(x=names, y=gains[column], name=label, marker_color=colour,
+                                hovertemplate="%{x}: Δa = %{y:.3f}<extra>" + label + "</extra>"))
+    figure.add_trace(go.Scatter(x=names, y=gains["gap"], mode="markers", name="gap to close (z_y − z_k)",
+                                marker={"symbol": "line-ew-open", "size": 34, "color": "#000000",
+                                        "line": {"width": 3}},
+                                hovertemplate="%{x}: gap %{y:.3f}<extra></extra>"))
+    figure.update_yaxes(title_text="change of z_k − z_y (logits)", zeroline=True, zerolinecolor="#888888")
+    return layout(figure, 380, barmode="group",
+                  title={"text": "One step, first order: how much each wrong class gains (★ nearest class)"},
+                  legend={"orientation": "h", "y": -0.2})

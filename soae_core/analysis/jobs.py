@@ -106,7 +106,7 @@ def run_batch(model: nn.Module, job: Job, images: torch.Tensor, labels: torch.Te
     norms = metrics.perturbation_norms(images, result.adv)
     ssim = metrics.ssim(images, result.adv) if min(images.shape[-2:]) >= 7 else np.full(len(labels), math.nan)
     krylov_m = krylov_capped = np.full(len(labels), math.nan)
-    if isinstance(result.trace, SOAETrace) and result.trace.iterations:
+    if isinstance(result.trace, SOAETrace) and result.trace.iterations and result.trace.iterations[0].krylov:
         krylov_m = torch.stack([it.krylov.iterations for it in result.trace.iterations]).double().mean(0).cpu().numpy()
         krylov_capped = np.mean([[reason == "max_iter" for reason in it.krylov.stop_reason]
                                  for it in result.trace.iterations], axis=0)

@@ -45,7 +45,8 @@ HVP_LABELS: dict[str, str] = {"finite_difference": "finite difference",
 STEP_RULE_LABELS: dict[str, str] = {"sign": "sign", "linf": "L∞-normalised", "raw": "raw"}
 # The target widgets (``?target=chosen&tcls=3``); presets leave them alone.
 TARGET_KEYS: tuple[str, ...] = ("target", "tcls")
-BASELINES: tuple[str, ...] = ("FGSM", "PGD", "AutoAttack", "ASOD")
+# "SOAE-g" is SOAE without curvature: the sidebar's SOAE settings with δ̃ replaced by g (the ablation).
+BASELINES: tuple[str, ...] = ("FGSM", "PGD", "AutoAttack", "ASOD", "SOAE-g")
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,11 @@ class AttackSettings:
         """Keyword arguments of baseline ``name`` at this budget, following the paper's setup.
 
         PGD: 20 steps of ε/4 (2/255 at the paper's 8/255). ASOD: σ by dataset (``asod.sigma_for``).
+        SOAE-g: every SOAE setting (its class fixes direction="gradient").
         """
         check_choice("name", name, BASELINES)
+        if name == "SOAE-g":
+            return self.soae_kwargs()
         if name == "PGD":
             return {"eps": self.eps, "steps": 20, "alpha": self.eps / 4 if self.eps > 0 else 2 / 255,
                     "random_start": self.random_start, "seed": self.seed}

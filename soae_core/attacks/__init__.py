@@ -18,11 +18,12 @@ from soae_core.attacks.base import Attack, AttackResult, project_linf
 from soae_core.attacks.counting import BudgetTrace
 from soae_core.attacks.fgsm import FGSM
 from soae_core.attacks.pgd import PGD
-from soae_core.attacks.soae import SOAE, SOAEDirection, SOAEIteration, SOAETrace
+from soae_core.attacks.soae import SOAE, SOAEDirection, SOAEIteration, SOAETrace, SOAEWithoutCurvature
 from soae_core.validation import check_choice
 
 # Attack name -> class, for the app and the CLI.
-ATTACKS: dict[str, type[Attack]] = {"FGSM": FGSM, "PGD": PGD, "AutoAttack": AutoAttack, "ASOD": ASOD, "SOAE": SOAE}
+ATTACKS: dict[str, type[Attack]] = {"FGSM": FGSM, "PGD": PGD, "AutoAttack": AutoAttack, "ASOD": ASOD, "SOAE": SOAE,
+                                   "SOAE-g": SOAEWithoutCurvature}
 
 
 def make_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
@@ -55,4 +56,4 @@ def budget_points(result: AttackResult) -> list[tuple[float, torch.Tensor]]:
 
 
 __all__ = ["ATTACKS", "ASOD", "Attack", "AttackResult", "AutoAttack", "FGSM", "PGD", "SOAE", "SOAEDirection",
-           "SOAEIteration", "SOAETrace", "budget_points", "make_attack", "project_linf"]
+           "SOAEIteration", "SOAETrace", "SOAEWithoutCurvature", "budget_points", "make_attack", "project_linf"]

@@ -39,6 +39,12 @@ from soae_core.krylov import GMRESResult, gmres
 from soae_core.validation import check_choice, check_int, check_open_interval, check_positive
 
 STEP_RULES = ("sign", "linf", "raw")
+# "newton": the GMRES solution δ̃ ≈ H⁻¹g (the paper's SOAE); "gradient": δ̃ := g, everything else
+# unchanged — the ablation "SOAE without curvature" (no Hessian-vector products, no Krylov solve);
+# "quadratic": the paper's eq. (4) literally — δ̃ maximises the quadratic model Q(δ) = gᵀδ + ½δᵀHδ
+# over the step's box ‖δ‖∞ ≤ α/N, by QUADRATIC_ASCENT_STEPS projected sign-ascent steps on Q.
+DIRECTIONS = ("newton", "gradient", "quadratic")
+QUADRATIC_ASCENT_STEPS = 10
 HVP_ALIASES = {"fd": "finite_difference", "forward": "finite_difference", "central": "central_difference",
                "autograd": "exact"}
 
@@ -49,13 +55,14 @@ class SOAEDirection:
 
     direction: (B, C, H, W) δ̃ ≈ H⁻¹g, always finite (g for samples whose products were
         non-finite from the start). loss: (B,) the loss at x. gradient: (B, C, H, W) g.
-    krylov: the GMRES record. grad_evals_per_sample: (B,) int64 gradient evaluations spent.
+    krylov: the GMRES record (None with ``direction="gradient"``: no solve).
+    grad_evals_per_sample: (B,) int64 gradient evaluations spent.
     """
 
     direction: torch.Tensor
     loss: torch.Tensor
     gradient: torch.Tensor
-    krylov: GMRESResult
+    krylov: GMRESResult | None
     grad_evals_per_sample: torch.Tensor
 
 
@@ -66,13 +73,15 @@ class SOAEIteration:
     loss: (B,) loss_fn(model(x_n), y) before the step (for targeted attacks y are the targets,
         and the attack lowers it). loss_after: (B,) after the step.
     gradient_norm: (B,) ‖g‖₂. cosine_to_gradient: (B,) cos(δ̃, g) (0 where either is zero).
-    direction: (B, C, H, W) the GMRES solution δ̃ ≈ H⁻¹g (before the step rule).
-    krylov: the GMRES record (residual history, m, stop reasons, Hessenberg matrices).
+    direction: (B, C, H, W) the GMRES solution δ̃ ≈ H⁻¹g (before the step rule); g itself with
+        ``direction="gradient"``.
+    krylov: the GMRES record (residual history, m, stop reasons, Hessenberg matrices); None with
+        ``direction="gradient"`` (no solve was run).
     prediction, confidence: (B,) class and its softmax probability after the step.
     adv: (B, C, H, W) images after the step.
     grad_evals_per_sample: (B,) int64 gradient evaluations each image cost this iteration:
         1 gradient + its Hessian-vector products (1 each for forward difference and exact,
-        2 for central difference). Finished samples cost nothing more (shrinking batch).
+        2 for central difference; none with ``direction="gradient"``). Finished samples cost nothing more (shrinking batch).
     notes: per-sample remarks ('' when nothing special happened).
     """
 
@@ -81,7 +90,7 @@ class SOAEIteration:
     gradient_norm: torch.Tensor
     cosine_to_gradient: torch.Tensor
     direction: torch.Tensor
-    krylov: GMRESResult
+    krylov: GMRESResult | None
     prediction: torch.Tensor
     confidence: torch.Tensor
     adv: torch.Tensor
@@ -163,6 +172,15 @@ class SOAE(Attack):
         true_residual: also record true residuals ‖g − Hδ_j‖ (one more product per step).
         keep_images: store the images after every iteration in the trace (for scrubbing).
         loss_fn: per-sample loss (model output, y) → (B,); default cross-entropy.
+        direction: "newton" (default) — step along the GMRES solution δ̃ ≈ H⁻¹g, the paper's
+            SOAE; "gradient" — step along g instead, keeping start, N, step rule, α, projection
+            and trace ("SOAE without curvature", the ablation that isolates what δ̃ adds). With
+            "gradient" no Hessian-vector product is run: 1 gradient evaluation per iteration,
+            ``krylov`` None in the trace; eta, tau, hvp and max_krylov are then unused.
+            "quadratic" — eq. (4) of the paper taken literally: δ̃ maximises Q(δ) = gᵀδ + ½δᵀHδ
+            over ‖δ‖∞ ≤ α/N (projected sign ascent from (α/N)·sign(g), QUADRATIC_ASCENT_STEPS
+            steps of α/(2N), one product each, keeping the iterate with the largest Q; ``krylov``
+            None). Untargeted, sign or linf step rule only.
 
     Call: ``attack(x, y)`` with x (B, C, H, W) in [0, 1] and y (B,) int64 → AttackResult with
     ``.adv``, ``.grad_evals`` (= ``.trace.grad_evals``: gradient evaluations per image, the batch
@@ -177,8 +195,13 @@ class SOAE(Attack):
                  max_krylov: int = DEFAULT_MAX_KRYLOV, step_rule: str = "sign", random_start: bool = False,
                  seed: int | None = None, targeted: bool = False, reorthogonalize: bool = False,
                  true_residual: bool = False, keep_images: bool = True,
-                 loss_fn: LossFn = cross_entropy_loss, start_noise: torch.Tensor | None = None) -> None:
+                 loss_fn: LossFn = cross_entropy_loss, start_noise: torch.Tensor | None = None,
+                 direction: str = "newton") -> None:
         super().__init__(model, eps, bool(targeted))
+        self.direction_kind = check_choice("direction", direction, DIRECTIONS)
+        if self.direction_kind == "quadratic" and (targeted or step_rule == "raw"):
+            raise ValueError("direction='quadratic' supports untargeted attacks with the sign or linf step rule only "
+                             f"(got targeted={targeted}, step_rule={step_rule!r})")
         self.eta = check_positive("eta", eta)
         self.tau = check_open_interval("tau", tau, 0.0, 1.0)
         self.steps = check_int("steps", steps, minimum=1)
@@ -205,16 +228,34 @@ class SOAE(Attack):
         """One second-order direction at x (Algorithm 1, lines 2–17), without stepping.
 
         Returns an :class:`SOAEDirection` for ``loss_fn(model(x), y)`` (for targeted attacks y
-        holds the targets and the caller steps along −δ̃).
+        holds the targets and the caller steps along −δ̃). With ``direction="gradient"`` δ̃ is g,
+        the record's ``krylov`` None and the cost 1 per sample; with ``"quadratic"`` δ̃ is the
+        ascent's best maximiser of Q over ‖δ‖∞ ≤ α/N (``krylov`` None).
         """
         loss, grad = input_gradient(self.model, x, y, loss_fn=self.loss_fn)
         grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
+        ones = torch.ones(grad.shape[0], dtype=torch.int64, device=grad.device)
+        if self.direction_kind == "gradient":
+            return SOAEDirection(direction=grad, loss=loss, gradient=grad, krylov=None, grad_evals_per_sample=ones)
         matvec, _ = make_hvp_operator(self.model, x, y, self.hvp, self.eta, grad_at_x=grad,
                                           loss_fn=self.loss_fn)
+        per_product = 2 if self.hvp == "central_difference" else 1
+        if self.direction_kind == "quadratic":
+            radius, everyone = self.alpha / self.steps, torch.arange(grad.shape[0], device=grad.device)
+            delta = best = radius * grad.sign()
+            best_q = torch.full_like(loss, -torch.inf)
+            for _ in range(QUADRATIC_ASCENT_STEPS):
+                h_delta = matvec(delta, index=everyone)
+                h_delta = torch.where(torch.isfinite(h_delta), h_delta, torch.zeros_like(h_delta))
+                q = ((grad + 0.5 * h_delta) * delta).flatten(1).sum(dim=1)  # Q(δ) = gᵀδ + ½δᵀHδ
+                better = q > best_q
+                best, best_q = torch.where(_per_sample(better, delta), delta, best), torch.where(better, q, best_q)
+                delta = (delta + 0.5 * radius * (grad + h_delta).sign()).clamp(-radius, radius)  # ∇Q = g + Hδ
+            return SOAEDirection(direction=best, loss=loss, gradient=grad, krylov=None,
+                                 grad_evals_per_sample=ones * (1 + per_product * QUADRATIC_ASCENT_STEPS))
         result = gmres(matvec, grad, x0=grad, tau=self.tau, max_iter=self.max_krylov,
                        reorthogonalize=self.reorthogonalize, true_residual=self.true_residual)
         direction = torch.where(torch.isfinite(result.solution), result.solution, grad)
-        per_product = 2 if self.hvp == "central_difference" else 1
         return SOAEDirection(direction=direction, loss=loss, gradient=grad, krylov=result,
                              grad_evals_per_sample=1 + per_product * result.products_per_sample)
 
@@ -277,8 +318,10 @@ class SOAE(Attack):
         return x_n, trace.grad_evals, trace
 
     @staticmethod
-    def _notes(grad: torch.Tensor, krylov: GMRESResult) -> list[str]:
+    def _notes(grad: torch.Tensor, krylov: GMRESResult | None) -> list[str]:
         zero_grad = (grad.flatten(1).abs().amax(dim=1) == 0).tolist()
+        if krylov is None:
+            return ["zero gradient: no step" if zero else "" for zero in zero_grad]  # no solve, nothing else to say
         dims = krylov.iterations.tolist()
         notes = []
         for i, reason in enumerate(krylov.stop_reason):
@@ -294,3 +337,15 @@ class SOAE(Attack):
             else:
                 notes.append("")
         return notes
+
+
+class SOAEWithoutCurvature(SOAE):
+    """SOAE without curvature: :class:`SOAE` with ``direction="gradient"`` (δ̃ := g), for the
+    registry of attacks (CLI, app). Same arguments as SOAE; ``direction`` is fixed."""
+
+    name = "SOAE-g"
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, **kwargs) -> None:
+        if "direction" in kwargs:
+            raise ValueError("SOAEWithoutCurvature fixes direction='gradient'; use SOAE(direction=...) instead")
+        super().__init__(model, eps, direction="gradient", **kwargs)

@@ -131,8 +131,11 @@ def load_models(config: EvalConfig, device: torch.device | str = "cpu") -> tuple
 
 
 def make_attack(name: str, model: nn.Module, eps: float, config: EvalConfig, **overrides: Any) -> Attack:
-    """The attack ``name`` with the run's settings (``overrides`` win; SOAE keeps no images)."""
-    settings: dict[str, Any] = {"SOAE": {"keep_images": False, **config.soae}, "AutoAttack": {"seed": config.seed},
+    """The attack ``name`` with the run's settings (``overrides`` win; SOAE and SOAE-g keep no images;
+    SOAE-g, SOAE without curvature, takes the run's SOAE settings with δ̃ := g)."""
+    soae = {"keep_images": False, **config.soae}
+    no_curvature = {key: value for key, value in soae.items() if key != "direction"}  # SOAE-g fixes its own
+    settings: dict[str, Any] = {"SOAE": soae, "SOAE-g": no_curvature, "AutoAttack": {"seed": config.seed},
                                 "ASOD": {"sigma": config.asod_sigma, "seed": config.seed}}.get(name, {})
     return attacks.make_attack(name, model, eps=eps, **{**settings, **overrides})
 
@@ -221,7 +224,8 @@ def run_block(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     points = budget_points(result)
     krylov = None
     if isinstance(result.trace, SOAETrace):
-        krylov = [(it.krylov.iterations, list(it.krylov.stop_reason)) for it in result.trace.iterations]
+        krylov = [(it.krylov.iterations, list(it.krylov.stop_reason))  # none for SOAE-g (no solve)
+                  for it in result.trace.iterations if it.krylov is not None] or None
     block = BlockRun(points=points, forward_passes=forward_passes(result, x.shape[0]),
                      wall_time_s=result.wall_time_s, krylov=krylov)
     if with_metrics:
@@ -242,7 +246,8 @@ def run_block(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor
 
 
 def krylov_summary(blocks: list[BlockRun]) -> dict[str, float] | None:
-    """Krylov dimension m over all SOAE iterations and samples: mean, median, max, share capped."""
+    """Krylov dimension m over all SOAE iterations and samples: mean, median, max, share capped
+    (None when no solve ran: not SOAE, or SOAE-g)."""
     records = [record for block in blocks if block.krylov for record in block.krylov]
     if not records:
         return None
@@ -303,7 +308,7 @@ def accuracy(predictions: torch.Tensor, y: torch.Tensor) -> float:
 Cell = tuple[Any, ...]
 # Rough cost order of the grid's attacks (AutoAttack's Square spends up to 5,000 queries per robust image):
 # costly units are handed out first, so no rank is left with a long unit at the end.
-_ATTACK_COST_ORDER = {"AutoAttack": 0, "ASOD": 1, "SOAE": 2, "PGD": 3, "FGSM": 4}
+_ATTACK_COST_ORDER = {"AutoAttack": 0, "ASOD": 1, "SOAE": 2, "PGD": 3, "SOAE-g": 4, "FGSM": 5}
 
 
 def cell_attack(config: EvalConfig, model: nn.Module, cell: Cell) -> Attack:

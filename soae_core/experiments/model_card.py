@@ -78,6 +78,25 @@ def evaluate_for_card(model: nn.Module, eps: float, test_subset: int | None = No
     return result
 
 
+def card_with_inner_attack(card: dict[str, Any]) -> dict[str, Any]:
+    """``card`` with ``inner_attack`` (placed after ``hyperparameters``) written from its recorded
+    objective by :func:`soae_core.experiments.training_objectives.describe_inner_attack`; ValueError
+    if the card records no objective."""
+    from soae_core.experiments.training_objectives import ObjectiveConfig, describe_inner_attack
+
+    objective = card.get("hyperparameters", {}).get("objective")
+    if not isinstance(objective, dict):
+        raise ValueError(f"card {card.get('name')!r} records no hyperparameters.objective to describe")
+    text = describe_inner_attack(ObjectiveConfig(**objective))
+    out: dict[str, Any] = {}
+    for key, value in card.items():
+        if key != "inner_attack":
+            out[key] = value
+        if key == "hyperparameters":
+            out["inner_attack"] = text
+    return out
+
+
 def update_card(model: nn.Module, card_path: Path, name: str, test_subset: int | None = None,
                 pgd_n: int = CARD_PGD_IMAGES, soae_n: int = CARD_SOAE_IMAGES) -> dict[str, Any]:
     """Re-evaluate ``model`` (:func:`evaluate_for_card` at the card's training ε, 0.1 without

@@ -6,7 +6,9 @@ Reads the results.json files that ``python -m soae_core.evaluate`` writes and pr
         --exact runs/reproduction-soae-exact --asod runs/reproduction-asod-sigma0.1
 
 ``--exact`` is a run of SOAE with exact Hessian-vector products, ``--asod`` a run of ASOD with
-another noise level; both are optional and add a column where they cover a model and ε.
+another noise level, ``--no-curvature`` a run of SOAE-g (SOAE without curvature, δ̃ := g); all
+are optional and add a column where they cover a model and ε. The statements of REPRODUCTION.md
+that count cells ("in 7 of 8 cells") are counted here, in :func:`counted_statements`.
 Nothing here is computed anew: every number comes from the JSON files or from
 :mod:`soae_core.experiments.paper_results`. ``python -m soae_core.reproduction_tables`` is the command line.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from soae_core import metrics
 from soae_core.experiments import paper_results
 from soae_core.experiments.evaluation_report import accuracy_at_budget, deepest_layer, eps_label, percent
 
@@ -53,6 +56,7 @@ def merge_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for name, rows in run.get("studies", {}).items():
             merged["studies"][name] = merged["studies"].get(name, []) + rows
     merged["config"]["eps"] = list(dict.fromkeys(eps for run in runs for eps in run["config"]["eps"]))
+    merged["meta"] = {**runs[0]["meta"], "first_run_models": list(runs[0]["models"])}
     return merged
 
 
@@ -76,12 +80,14 @@ def _rank(accuracies: dict[str, float | None], attack: str) -> str:
 
 
 def accuracy_beside_paper(main: dict[str, Any], exact: dict[str, Any] | None = None,
-                          asod: dict[str, Any] | None = None) -> pd.DataFrame:
+                          asod: dict[str, Any] | None = None,
+                          no_curvature: dict[str, Any] | None = None) -> pd.DataFrame:
     """Tables I/II: per training method, the paper's ResNet18 rows (MNIST, CIFAR-10) and ours per ε.
 
     Accuracies in %; 'SOAE rank' counts the five attacks of the table (1 = lowest accuracy).
     """
     records, exact_records, asod_records = _records(main), _records(exact), _records(asod)
+    no_curvature_records = _records(no_curvature)
     asod_sigma = asod["config"]["asod_sigma"] if asod else None
     rows, methods_shown = [], set()
     for model, info in main["models"].items():
@@ -105,6 +111,8 @@ def accuracy_beside_paper(main: dict[str, Any], exact: dict[str, Any] | None = N
                 row["SOAE, exact HVP"] = percent(_cell(exact_records, model, eps, "SOAE"))
             if asod is not None:
                 row[f"ASOD σ={asod_sigma:g}"] = percent(_cell(asod_records, model, eps, "ASOD"))
+            if no_curvature is not None:
+                row["SOAE without curvature"] = percent(_cell(no_curvature_records, model, eps, "SOAE-g"))
             rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
@@ -131,6 +139,143 @@ def equal_budget(main: dict[str, Any], exact: dict[str, Any] | None = None) -> p
                         "PGD at the exact budget": percent(accuracy_at_budget(
                             pgd["budget_curve"], soae_exact["grad_evals_per_image"]))}
             rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def curvature_ablation(main: dict[str, Any], exact: dict[str, Any] | None,
+                       no_curvature: dict[str, Any], quadratic: dict[str, Any] | None = None) -> pd.DataFrame:
+    """SOAE with the paper's product, with exact products and without curvature (δ̃ := g, SOAE-g) beside
+    FGSM and PGD-20, with the gradient evaluations per image of each SOAE variant; ``quadratic``: a run
+    of SOAE with ``--soae-direction quadratic`` (eq. 4 taken literally), a further column."""
+    records, exact_records, g_records = _records(main), _records(exact), _records(no_curvature)
+    q_records = _records(quadratic)
+    rows = []
+    for model in main["models"]:
+        for eps in main["config"]["eps"]:
+            g = g_records.get((model, eps, "SOAE-g"))
+            if g is None or (model, eps, "SOAE") not in records:
+                continue
+            fd, ex = records[(model, eps, "SOAE")], exact_records.get((model, eps, "SOAE"))
+            rows.append({"model": model, "ε": eps_label(eps),
+                         "FGSM": percent(_cell(records, model, eps, "FGSM")),
+                         "PGD-20": percent(_cell(records, model, eps, "PGD")),
+                         "SOAE finite diff.": f"{percent(fd['robust_accuracy'])} ({fd['grad_evals_per_image']:.0f})",
+                         "SOAE exact HVP": "" if ex is None else
+                         f"{percent(ex['robust_accuracy'])} ({ex['grad_evals_per_image']:.0f})",
+                         "SOAE without curvature": f"{percent(g['robust_accuracy'])} ({g['grad_evals_per_image']:.0f})"})
+            q = q_records.get((model, eps, "SOAE"))
+            if q is not None:
+                rows[-1]["SOAE eq. (4), exact HVP"] = f"{percent(q['robust_accuracy'])} ({q['grad_evals_per_image']:.0f})"
+    table = pd.DataFrame(rows)
+    table.attrs["caption"] = ("robust accuracy (gradient evaluations per image); every SOAE variant: N = 4 sign steps "
+                              "of α/N = 2.5ε/4 from the clean image, projected")
+    return table
+
+
+def _stronger_count(records_a: dict, attack_a: str, records_b: dict, attack_b: str,
+                    cells: list[tuple[str, float]]) -> str:
+    """'k of n': cells (model, ε) where attack_a leaves strictly lower accuracy than attack_b (both present)."""
+    pairs = [(_cell(records_a, m, e, attack_a), _cell(records_b, m, e, attack_b)) for m, e in cells]
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+    return f"{sum(a < b for a, b in pairs)} of {len(pairs)}"
+
+
+def _location_metric(record: dict[str, Any] | None, key: str, successful: bool) -> float | None:
+    """edge_alignment or deepest_layer (last layer's feature distortion) of a grid record, over all
+    perturbed images or over the successful adversarial examples only."""
+    if record is None:
+        return None
+    source = (record.get("successful") or {}) if successful else record
+    if key == "deepest_layer":
+        return deepest_layer(source.get("feature_distortion"))
+    return source.get(key)
+
+
+def _below_count(records: dict, key: str, successful: bool, other: str | None,
+                 cells: list[tuple[str, float]]) -> str:
+    """'k of n': cells where SOAE's location metric is strictly below ``other``'s (None: below every other
+    attack of the five)."""
+    hits = total = 0
+    for model, eps in cells:
+        values = {a: _location_metric(records.get((model, eps, a)), key, successful)
+                  for a in paper_results.ATTACK_COLUMNS[1:]}
+        soae = values.pop("SOAE")
+        rivals = [v for a, v in values.items() if v is not None and (other is None or a == other)]
+        if soae is None or not rivals:
+            continue
+        total += 1
+        hits += all(soae < v for v in rivals)
+    return f"{hits} of {total}"
+
+
+def counted_statements(main: dict[str, Any], exact: dict[str, Any] | None = None,
+                       asod: dict[str, Any] | None = None, no_curvature: dict[str, Any] | None = None,
+                       quadratic: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Every statement of REPRODUCTION.md that counts cells, counted from the results (cells: model × ε;
+    "main grid": the models of the first main run, the bundled ones; "all": every model). "Stronger"
+    means strictly lower robust accuracy."""
+    records = _records(main)
+    first = main["meta"].get("first_run_models", list(main["models"]))
+    every = [(m, e) for m in main["models"] for e in main["config"]["eps"]]
+    groups = {"main grid": [(m, e) for m, e in every if m in first], "all": every}
+    rows = []
+
+    def add(statement: str, count_of: Any) -> None:
+        for group, cells in groups.items():
+            rows.append({"statement": statement, "cells": group, "count": count_of(cells)})
+
+    def ranked(place: int) -> Any:
+        def count(cells: list[tuple[str, float]]) -> str:
+            ranks = [_rank({a: _cell(records, m, e, a) for a in paper_results.ATTACK_COLUMNS[1:]}, "SOAE")
+                     for m, e in cells]
+            ranks = [r for r in ranks if r]
+            return f"{sum(r.startswith(f'{place} of') for r in ranks)} of {len(ranks)}"
+        return count
+
+    add("claim 1: SOAE (finite diff.) ranks 4th of the 5 attacks", ranked(4))
+    add("claim 1: SOAE (finite diff.) ranks 5th of the 5 attacks", ranked(5))
+    add("claim 1: FGSM stronger than SOAE (finite diff.)",
+        lambda cells: _stronger_count(records, "FGSM", records, "SOAE", cells))
+    add(f"claim 2: SOAE (finite diff.) stronger than ASOD σ={main['config'].get('asod_sigma', 0.7):g}",
+        lambda cells: _stronger_count(records, "SOAE", records, "ASOD", cells))
+    if asod is not None:
+        add(f"claim 2: ASOD σ={asod['config']['asod_sigma']:g} stronger than SOAE (finite diff.)",
+            lambda cells: _stronger_count(_records(asod), "ASOD", records, "SOAE", cells))
+    floor = metrics.paper_convention_psnr_floor(8 / 255)
+    paper_psnr = [psnr for by_dataset in paper_results.IMAGE_QUALITY.values() for psnr, _ in by_dataset.values()]
+    rows.append({"statement": f"claim 8: paper Table V PSNRs below {floor:.1f} dB, the least an L∞ ≤ 8/255 "
+                              "perturbation can have with data_range = 255 on [0, 1] images",
+                 "cells": "paper", "count": f"{sum(p < floor for p in paper_psnr)} of {len(paper_psnr)}"})
+    for successful in (False, True):
+        scope = ", successful only" if successful else ""
+        for other in ("FGSM", "PGD"):
+            add(f"claim 9: SOAE's edge alignment below {other}'s{scope}",
+                lambda cells, o=other, su=successful: _below_count(records, "edge_alignment", su, o, cells))
+        for other in ("PGD", "AutoAttack"):
+            add(f"claim 10: SOAE's deepest-layer distortion below {other}'s{scope}",
+                lambda cells, o=other, su=successful: _below_count(records, "deepest_layer", su, o, cells))
+        add(f"claim 10: SOAE's deepest-layer distortion the lowest of the 5 attacks{scope}",
+            lambda cells, su=successful: _below_count(records, "deepest_layer", su, None, cells))
+    if no_curvature is not None:
+        g_records = _records(no_curvature)
+        if exact is not None:
+            add("ablation: SOAE without curvature stronger than SOAE exact HVP",
+                lambda cells: _stronger_count(g_records, "SOAE-g", _records(exact), "SOAE", cells))
+        add("ablation: SOAE without curvature stronger than SOAE (finite diff.)",
+            lambda cells: _stronger_count(g_records, "SOAE-g", records, "SOAE", cells))
+        add("ablation: SOAE without curvature stronger than FGSM",
+            lambda cells: _stronger_count(g_records, "SOAE-g", records, "FGSM", cells))
+        add("ablation: PGD-20 stronger than SOAE without curvature",
+            lambda cells: _stronger_count(records, "PGD", g_records, "SOAE-g", cells))
+        add("ablation: SOAE without curvature stronger than PGD-20",
+            lambda cells: _stronger_count(g_records, "SOAE-g", records, "PGD", cells))
+        if quadratic is not None:
+            q_records = _records(quadratic)
+            if exact is not None:
+                add("eq. (4): SOAE maximising Q stronger than SOAE exact HVP (δ̃ = H⁻¹g)",
+                    lambda cells: _stronger_count(q_records, "SOAE", _records(exact), "SOAE", cells))
+            add("eq. (4): SOAE without curvature stronger than SOAE maximising Q",
+                lambda cells: _stronger_count(g_records, "SOAE-g", q_records, "SOAE", cells))
     return pd.DataFrame(rows)
 
 
@@ -197,11 +342,13 @@ def highest_quality_counts(main: dict[str, Any]) -> pd.DataFrame:
 
 
 def where_perturbation_goes(main: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    """Figure 4 quantified: edge alignment and deepest-layer feature distortion, rows model × ε, columns attacks."""
-    frame = pd.DataFrame(main["attacks"])
+    """Figure 4 quantified: edge alignment and deepest-layer feature distortion, rows model × ε, columns the
+    paper's five attacks (others in the run, e.g. SOAE-g when the evaluation CLI ran its default, are left out)."""
+    records = [r for r in main["attacks"] if r["attack"] in paper_results.ATTACK_COLUMNS[1:]]
+    frame = pd.DataFrame(records)
     frame["ε"] = frame["eps"].map(eps_label)
     frame["deepest layer distortion"] = frame["feature_distortion"].map(deepest_layer)
-    successful = [r.get("successful") or {} for r in main["attacks"]]
+    successful = [r.get("successful") or {} for r in records]
     frame["edge alignment, successful only"] = [s.get("edge_alignment") for s in successful]
     frame["deepest layer distortion, successful only"] = [deepest_layer(s.get("feature_distortion"))
                                                            for s in successful]
@@ -242,15 +389,20 @@ def _markdown(title: str, table: pd.DataFrame, index: bool = False) -> str:
     return text + table.to_markdown(index=index) + "\n"
 
 
-def markdown(main: dict[str, Any], exact: dict[str, Any] | None = None, asod: dict[str, Any] | None = None) -> str:
+def markdown(main: dict[str, Any], exact: dict[str, Any] | None = None, asod: dict[str, Any] | None = None,
+             no_curvature: dict[str, Any] | None = None, quadratic: dict[str, Any] | None = None) -> str:
     """Every comparison table as one Markdown document."""
-    parts = [_markdown("Tables I/II: robust accuracy beside the paper (ResNet18 rows)",
-                       accuracy_beside_paper(main, exact, asod)),
-             _markdown("Equal budget: SOAE against PGD stopped at SOAE's gradient count", equal_budget(main, exact)),
-             _markdown("Table IV: Krylov dimension m per τ — ours: median (mean); share of solves at the cap",
-                       krylov_beside_paper(main, exact)),
-             _markdown("Table V: image quality", quality_beside_paper(main)),
-             _markdown("Table V over the whole grid", highest_quality_counts(main), index=True)]
+    parts = [_markdown("Counted from the results", counted_statements(main, exact, asod, no_curvature, quadratic)),
+             _markdown("Tables I/II: robust accuracy beside the paper (ResNet18 rows)",
+                       accuracy_beside_paper(main, exact, asod, no_curvature))]
+    if no_curvature is not None:
+        parts.append(_markdown("The ablation: SOAE with and without curvature",
+                               curvature_ablation(main, exact, no_curvature, quadratic)))
+    parts += [_markdown("Equal budget: SOAE against PGD stopped at SOAE's gradient count", equal_budget(main, exact)),
+              _markdown("Table IV: Krylov dimension m per τ — ours: median (mean); share of solves at the cap",
+                        krylov_beside_paper(main, exact)),
+              _markdown("Table V: image quality", quality_beside_paper(main)),
+              _markdown("Table V over the whole grid", highest_quality_counts(main), index=True)]
     for name, table in where_perturbation_goes(main).items():
         parts.append(_markdown(f"Figure 4 quantified: {name.replace('_', ' ')}", table))
     titles = {"eta": "Figure 1: accuracy versus η", "tau": "Figure 2: accuracy and time versus τ",

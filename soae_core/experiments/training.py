@@ -43,7 +43,13 @@ from soae_core.experiments.distributed import (
 )
 from soae_core.experiments.machine import machine_facts
 from soae_core.experiments.model_card import CARD_PGD_IMAGES, CARD_SOAE_IMAGES, evaluate_for_card
-from soae_core.experiments.training_objectives import METHODS, BatchShare, ObjectiveConfig, objective_loss
+from soae_core.experiments.training_objectives import (
+    METHODS,
+    BatchShare,
+    ObjectiveConfig,
+    describe_inner_attack,
+    objective_loss,
+)
 from soae_core.models import build_model, get_model_info, save_state_dict
 from soae_core.validation import check_choice, check_int, check_positive
 
@@ -241,6 +247,7 @@ def train_and_save(cfg: TrainConfig, checkpoint_dir: Path, out_dir: Path, comman
         "method": method,
         "trained_eps": None if method == "std" else cfg.objective.eps,  # on [0, 1] pixels (0.1, not 8/255)
         "hyperparameters": run["config"],
+        "inner_attack": describe_inner_attack(cfg.objective),
         "epochs": cfg.epochs,
         "wall_time_s": {"training": round(train_seconds, 2), "this_invocation": None},
         "soae_lab_version": __version__,

@@ -66,7 +66,13 @@ def default_alpha(eps: float) -> float:
 
 @dataclass
 class ObjectiveConfig:
-    """Hyper-parameters of the inner maximisation (eps, alpha on [0, 1] pixel scale)."""
+    """Hyper-parameters of the inner maximisation (eps, alpha on [0, 1] pixel scale).
+
+    alpha and attack_steps are PGD's and TRADES's (step per iteration, iterations). SOAT uses
+    the soae_* fields only: soae_steps iterations of SOAE moving soae_alpha/soae_steps each
+    (soae_alpha None: SOAE's default total α = 2.5·eps). :func:`describe_inner_attack` says in
+    words what a config does.
+    """
 
     method: str = "std"
     eps: float = 0.1
@@ -79,6 +85,7 @@ class ObjectiveConfig:
     soae_tau: float = PAPER_TAU
     soae_step_rule: str = "sign"
     soae_random_start: bool = True
+    soae_alpha: float | None = None
 
 
 def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
@@ -117,9 +124,34 @@ def soae_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Objec
     start_noise = share.noise(x, "rand") if cfg.soae_random_start and cfg.eps > 0 else None
     attack = SOAE(model, eps=cfg.eps, tau=cfg.soae_tau, steps=cfg.soae_steps, hvp=cfg.soae_hvp,
                   max_krylov=cfg.soae_max_krylov, step_rule=cfg.soae_step_rule,
-                  random_start=cfg.soae_random_start, keep_images=False, start_noise=start_noise)
+                  random_start=cfg.soae_random_start, alpha=cfg.soae_alpha, keep_images=False,
+                  start_noise=start_noise)
     result = attack(x, y)
     return result.adv.detach(), int(result.grad_evals)
+
+
+def describe_inner_attack(cfg: ObjectiveConfig) -> str:
+    """What the inner maximisation of ``cfg`` does, in one sentence (for model cards): the steps,
+    their size, the start, and which recorded fields the method ignores."""
+    check_choice("method", cfg.method, METHODS)
+    if cfg.method == "std":
+        return "none: standard training on clean images (eps, alpha, attack_steps and soae_* unused)"
+    if cfg.method in ("pgd", "trades"):
+        start = ("a uniform random start in the eps-ball" if cfg.method == "pgd"
+                 else "x + 0.001·N(0, 1) (TRADES's start)")
+        target = "cross-entropy" if cfg.method == "pgd" else "KL(f(x) ‖ f(x'))"
+        return (f"{cfg.method.upper()}: {cfg.attack_steps} sign-gradient steps of alpha = {cfg.alpha:g} on {target} "
+                f"from {start}, projected to the L∞ ball of eps = {cfg.eps:g} (soae_* unused)")
+    alpha = 2.5 * cfg.eps if cfg.soae_alpha is None else cfg.soae_alpha
+    steps = "one SOAE step" if cfg.soae_steps == 1 else f"{cfg.soae_steps} SOAE steps"
+    start = "a uniform random start in the eps-ball" if cfg.soae_random_start else "the clean image"
+    products = "exact" if cfg.soae_hvp == "exact" else "finite-difference"
+    each = "" if cfg.soae_steps == 1 else " each"
+    return (f"SOAT: {steps} ({cfg.soae_step_rule} rule) of alpha/N = {alpha / cfg.soae_steps:g}{each} "
+            f"(total alpha = {alpha:g} = {alpha / cfg.eps:g}·eps) from {start}, projected to the L∞ ball of "
+            f"eps = {cfg.eps:g}; direction from GMRES with {products} Hessian-vector products, "
+            f"≤ {cfg.soae_max_krylov} Krylov steps, tau = {cfg.soae_tau:g} "
+            f"(the recorded alpha and attack_steps are PGD's and unused by SOAT)")
 
 
 def objective_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ObjectiveConfig,
