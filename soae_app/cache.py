@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 import torch
 from streamlit.runtime.scriptrunner import get_script_run_ctx
@@ -264,10 +265,7 @@ fd_accuracy = per_model(compute.fd_accuracy, dtypes=("float32", "float64"), what
 tau_table = per_model(compute.tau_table, what="GMRES at the smallest τ")
 
 
-@per_model(max_entries=64)
-def _margin_gains(net: nn.Module, image: np.ndarray, label: int, settings: AttackSettings,
-                  class_names: tuple[str, ...]) -> pd.DataFrame:
-    return krylov_inspector.class_margin_gains(net, image_batch(image), label, settings, class_names)
+_margin_gains = per_model(compute.margin_gains, what="Margins along g and δ̃")
 
 
 def margin_gains(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings) -> pd.DataFrame:

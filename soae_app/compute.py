@@ -130,6 +130,12 @@ def krylov_history(net: nn.Module, image: np.ndarray, label: int,
     return krylov_inspector.krylov_history(net, batch(image, net), label, settings)
 
 
+def margin_gains(net: nn.Module, image: np.ndarray, label: int, settings: AttackSettings,
+                 class_names: tuple[str, ...]) -> pd.DataFrame:
+    """Per wrong class, the first-order gain of SOAE's first step along g and along δ̃."""
+    return krylov_inspector.class_margin_gains(net, batch(image, net), label, settings, class_names)
+
+
 def hessian_spectrum(net64: nn.Module, image: np.ndarray, label: int, max_dim: int) -> krylov_inspector.Spectrum:
     """Ritz values of the exact input Hessian (float64 copy of the model)."""
     return krylov_inspector.hessian_spectrum(net64, batch(image, net64), label, max_dim)
