@@ -55,7 +55,7 @@ for name, reason in run.skipped.items():
 columns = st.columns(1 + len(run.outcomes))
 columns[0].image(display_image(run.image), caption=f"Original: {names[run.clean_prediction]} "
                  f"({clean_confidence:.0%})", width="stretch")
-for column, outcome in zip(columns[1:], run.outcomes):
+for column, outcome in zip(columns[1:], run.outcomes, strict=False):
     if run.target is None:
         verdict = "fooled ✓" if outcome.success else "not fooled"
     else:

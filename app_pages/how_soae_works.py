@@ -21,7 +21,7 @@ st.markdown(
 
 st.header("1 · A classifier on the plane", divider="gray")
 POINT_KEYS = ("toy::x", "toy::y")
-for key, start in zip(POINT_KEYS, (0.42, 0.42)):
+for key, start in zip(POINT_KEYS, (0.42, 0.42), strict=False):
     st.session_state.setdefault(key, start)
 
 

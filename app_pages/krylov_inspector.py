@@ -3,11 +3,21 @@
 import streamlit as st
 
 from soae_app import cache
-from soae_app.figures.krylov_inspector import (fd_accuracy_figure, m_figure, margin_gains_figure, residual_figure,
-                                                spectrum_figure)
+from soae_app.figures.krylov_inspector import (
+    fd_accuracy_figure,
+    m_figure,
+    margin_gains_figure,
+    residual_figure,
+    spectrum_figure,
+)
 from soae_app.sidebar import ready_selection
-from soae_core.analysis.krylov_inspector import (INACCURATE_FD_ERROR, best_error, comparison_models, describe_margin_gains,
-                                                 error_at)
+from soae_core.analysis.krylov_inspector import (
+    INACCURATE_FD_ERROR,
+    best_error,
+    comparison_models,
+    describe_margin_gains,
+    error_at,
+)
 from soae_core.analysis.settings import HVP_LABELS, MAX_KRYLOV
 from soae_core.models import list_models
 

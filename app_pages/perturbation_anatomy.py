@@ -52,7 +52,7 @@ except ValueError as error:
 columns = st.columns(6)
 columns[0].image(display_image(image, min_size=112), caption=f"Original: {names[anatomy.clean_prediction]}",
                  width="stretch")
-for column, attack in zip(columns[1:], anatomy.attacks):
+for column, attack in zip(columns[1:], anatomy.attacks, strict=False):
     column.image(display_image(image + attack.perturbation, min_size=112), width="stretch",
                  caption=f"{attack.name}: {names[attack.prediction]}")
 
@@ -80,7 +80,7 @@ distortion = distortion_table(anatomy)
 st.plotly_chart(distortion_figure(distortion), key="anatomy::distortion")
 st.dataframe(distortion, column_config={layer: st.column_config.NumberColumn(format="percent")
                                         for layer in distortion.columns})
-for column, layer in zip(st.columns(2) * len(anatomy.map_layers), anatomy.map_layers):
+for column, layer in zip(st.columns(2) * len(anatomy.map_layers), anatomy.map_layers, strict=False):
     column.plotly_chart(feature_maps_figure(anatomy, layer), key=f"anatomy::maps::{layer}")
 
 st.header("What the model attends to", divider="gray")

@@ -26,9 +26,9 @@ import argparse
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from common import machine, median_seconds, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ANATOMY = "app_pages/perturbation_anatomy.py"
 COMPARE = "app_pages/compare_sweeps.py"

@@ -54,7 +54,7 @@ def main() -> None:
         seconds, result = _timed(lambda: AutoAttack(model, eps=EPS, seed=0)(x, y))
         ours.append(seconds)
         reference = torchattacks.AutoAttack(model, norm="Linf", eps=EPS, version="standard", n_classes=10, seed=0)
-        seconds, _ = _timed(lambda: reference(x, y))
+        seconds, _ = _timed(lambda reference=reference: reference(x, y))
         bare.append(seconds)
     robust = accuracy(model, result.adv, y)
     payload = {

@@ -39,9 +39,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import signal
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys

@@ -31,12 +31,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from common import machine, write_result
 
 from soae_app.affinity_client import AffinitySession, PageRun, first_visit
 from soae_app.replicas import spawn
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 EXAMPLES_PER_CLASS = 20

@@ -19,14 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from common import machine, write_result
 from playwright.sync_api import sync_playwright
 
 from soae_app.affinity_client import first_visit
 from soae_app.headless import CHROMIUM, CHROMIUM_ARGS
 from soae_app.replicas import AFFINITY_COOKIE, spawn
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SCREENSHOTS = ROOT / "screenshots"
 APP = '[data-testid="stApp"]'

@@ -250,7 +250,7 @@ def main() -> None:
     base = sys.argv[1] if len(sys.argv) > 1 else "http://localhost:8501"
     pages = page_paths(Path(__file__).resolve().parents[1] / "app.py")
     runs = asyncio.run(run_sessions(base, [[{"page": request} for request in pages.values()]], timeout_s=300))[0]
-    for path, run in zip(pages, runs):
+    for path, run in zip(pages, runs, strict=False):
         problems = "; ".join(run.exceptions + run.errors)
         print(f"{path:<22} {run.status:<14} {run.seconds:6.2f} s  {problems}")
     sys.exit(0 if all(run.clean for run in runs) else 1)

@@ -265,7 +265,7 @@ class JobService:
 
     def _finish(self, entries: list[_Entry], outcomes: list[Any], seconds: float) -> None:
         with self._lock:
-            for entry, outcome in zip(entries, outcomes):
+            for entry, outcome in zip(entries, outcomes, strict=False):
                 if isinstance(outcome, BaseException):
                     entry.error = outcome
                 else:

@@ -120,7 +120,7 @@ def to_cpu(value: T) -> T:
         return value if all(items[k] is v for k, v in value.items()) else type(value)(items)  # type: ignore[call-arg]
     if isinstance(value, (list, tuple)):
         parts = [to_cpu(v) for v in value]
-        if all(p is v for p, v in zip(parts, value)):
+        if all(p is v for p, v in zip(parts, value, strict=False)):
             return value
         if isinstance(value, tuple) and hasattr(value, "_fields"):
             return type(value)(*parts)  # type: ignore[return-value]

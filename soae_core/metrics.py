@@ -78,7 +78,7 @@ def _psnr(clean: torch.Tensor, adv: torch.Tensor, data_range: float) -> np.ndarr
     check_pair(clean, adv)
     return np.asarray([math.inf if torch.equal(a, b) else
                        peak_signal_noise_ratio(_to_hwc(a), _to_hwc(b), data_range=data_range)
-                       for a, b in zip(clean, adv)], dtype=np.float64)
+                       for a, b in zip(clean, adv, strict=False)], dtype=np.float64)
 
 
 def psnr(clean: torch.Tensor, adv: torch.Tensor) -> np.ndarray:
@@ -114,7 +114,7 @@ def ssim(clean: torch.Tensor, adv: torch.Tensor) -> np.ndarray:
         raise ValueError(f"SSIM needs images of at least 7×7 pixels, got {tuple(clean.shape[-2:])}")
     channel_axis = None if clean.shape[1] == 1 else -1
     return np.asarray([structural_similarity(_to_hwc(a), _to_hwc(b), data_range=1.0, channel_axis=channel_axis)
-                       for a, b in zip(clean, adv)], dtype=np.float64)
+                       for a, b in zip(clean, adv, strict=False)], dtype=np.float64)
 
 
 def perturbation_norms(clean: torch.Tensor, adv: torch.Tensor, zero_tolerance: float = 1e-7) -> dict[str, np.ndarray]:
@@ -170,7 +170,7 @@ def edge_alignment(clean: torch.Tensor, adv: torch.Tensor, method: str = "canny"
     edges = edge_mask(clean, method=method, sigma=sigma)
     energy = ((adv - clean).detach().double() ** 2).sum(dim=1).cpu().numpy()
     scores = []
-    for pixel_energy, mask in zip(energy, edges):
+    for pixel_energy, mask in zip(energy, edges, strict=False):
         edge_share = mask.mean()
         total = pixel_energy.sum()
         if total == 0 or edge_share in (0.0, 1.0):

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import torch
 
-from soae_core.experiments.distributed import all_reduce_sum, broadcast, index_blocks, init_distributed, run_units, shutdown
+from soae_core.experiments.distributed import (
+    all_reduce_sum,
+    broadcast,
+    index_blocks,
+    init_distributed,
+    run_units,
+    shutdown,
+)
 
 
 def work(block: range) -> dict:

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 
 from soae_core.analysis.jobs import JobResult
-from soae_core.analysis.models import (bundled_models, card_accuracy, card_column, method_name, table_one,
-                                      table_one_tasks, training_summary, zoo_table)
+from soae_core.analysis.models import (
+    bundled_models,
+    card_accuracy,
+    card_column,
+    method_name,
+    table_one,
+    table_one_tasks,
+    training_summary,
+    zoo_table,
+)
 from soae_core.analysis.settings import DEFAULT_SETTINGS
 from soae_core.defaults import PAPER_EPS
 from soae_core.models import get_model_info

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_cnn
+
+from soae_core.analysis.attack_lab import batchable, run_attack, run_attack_batch
 from soae_core.analysis.settings import DEFAULT_SETTINGS
 from soae_core.data import load_samples
-from soae_core.analysis.attack_lab import batchable, run_attack, run_attack_batch
 from soae_core.models import load_model
 
 
@@ -23,7 +23,7 @@ def assert_same(batched, alone) -> None:
     np.testing.assert_allclose(outcome.probabilities, outcome_alone.probabilities, atol=1e-5)
     assert [(v.prediction, v.m, v.stop_reason) for v in views] == [(v.prediction, v.m, v.stop_reason)
                                                                    for v in views_alone]
-    for view, view_alone in zip(views, views_alone):
+    for view, view_alone in zip(views, views_alone, strict=False):
         np.testing.assert_allclose(view.image, view_alone.image, atol=1e-6)
         np.testing.assert_allclose(view.loss, view_alone.loss, rtol=1e-5, atol=1e-7)
 
@@ -35,7 +35,7 @@ def test_batched_members_equal_their_runs_alone_on_a_tiny_cnn(name, images_8x8):
     images = [images_8x8[i:i + 1] for i in range(5)]
     labels = [0, 1, 2, 3, 4]
     batched = run_attack_batch(model, images, labels, name, kwargs)
-    for image, label, member in zip(images, labels, batched):
+    for image, label, member in zip(images, labels, batched, strict=False):
         assert_same(member, run_attack(model, image, label, name, kwargs))
 
 
@@ -48,7 +48,7 @@ def test_batched_baselines_equal_alone_on_the_bundled_model(name):
     labels = [int(samples.labels[i]) for i in picks]
     kwargs = DEFAULT_SETTINGS.attack_kwargs(name, "fashion_mnist")
     assert batchable(name, kwargs, torch.float32)
-    for image, label, member in zip(images, labels, run_attack_batch(model, images, labels, name, kwargs)):
+    for image, label, member in zip(images, labels, run_attack_batch(model, images, labels, name, kwargs), strict=False):
         assert_same(member, run_attack(model, image, label, name, kwargs))
 
 

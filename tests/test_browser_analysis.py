@@ -3,7 +3,6 @@ toy moves the point, and Stop interrupts a running sweep, keeps what is done and
 Server and browser fixtures come from test_browser.py."""
 
 import pytest
-
 from test_browser import CHROMIUM, browser, server_url, wait_for_app  # noqa: F401  (pytest fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,

@@ -66,7 +66,7 @@ def test_concurrent_sessions_see_what_a_lone_session_sees(together):
     alone = [run for runs in serve_and_run([[visit_every_page(q)] for q in STUDENTS]) for run in runs]  # one by one
     concurrent = [run for runs in together[:len(STUDENTS)] for run in runs]
     assert len(alone) == len(concurrent)
-    for lone, busy in zip(alone, concurrent):
+    for lone, busy in zip(alone, concurrent, strict=False):
         assert (lone.page, lone.query) == (busy.page, busy.query)
         assert shown(lone) == shown(busy), f"page {busy.page!r} with {busy.query} differs"
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_cnn
 
 from soae_core.attacks import ATTACKS, SOAE
 from soae_core.data import load_samples
 from soae_core.device import resolve_device
 from soae_core.models import load_model
-from conftest import tiny_cnn
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -28,7 +28,7 @@ def test_engine_on_cuda_matches_cpu_in_float64(images_8x8):
     gpu = SOAE(gpu_model, eps=0.1, hvp="exact", steps=2, tau=1e-8, max_krylov=20)(images_8x8.to(device),
                                                                                    labels.to(device))
     assert gpu.adv.device.type == "cuda"
-    for it_cpu, it_gpu in zip(cpu.trace.iterations, gpu.trace.iterations):
+    for it_cpu, it_gpu in zip(cpu.trace.iterations, gpu.trace.iterations, strict=False):
         assert torch.allclose(it_gpu.direction.cpu(), it_cpu.direction, rtol=1e-6, atol=1e-9)
         assert torch.equal(it_gpu.krylov.iterations.cpu(), it_cpu.krylov.iterations)
     assert torch.allclose(gpu.adv.cpu(), cpu.adv, atol=1e-9)

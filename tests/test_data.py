@@ -4,17 +4,17 @@ written here, the bundled samples, scikit-image photos, and user images of every
 from __future__ import annotations
 
 import io
-from pathlib import Path
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from dataset_files import write_cifar10, write_idx_dataset
 from PIL import Image
 
-from dataset_files import write_cifar10, write_idx_dataset
 from soae_core.data import (
     FASHION_MNIST_CLASSES,
     list_photos,

@@ -84,7 +84,7 @@ def test_epoch_batches_of_two_ranks_make_up_the_one_process_batches():
     assert len(parts[0]) == len(parts[1]) == len(single) == 5
     for step, batch in enumerate(single):
         merged = torch.empty_like(batch)
-        for ctx, part in zip(ranks, parts):
+        for ctx, part in zip(ranks, parts, strict=False):
             merged[D.rank_rows(ctx)] = part[step]  # rank r holds rows r, r+2, … of the global batch
         assert torch.equal(merged, batch)
     with pytest.raises(ValueError, match="divisible by the number of ranks"):

@@ -114,7 +114,7 @@ def test_budget_points_of_pgd_and_soae() -> None:
     # Per image and iteration: 1 gradient + its own forward-difference products, on average
     # over the batch; the attack's own count rounds that mean up.
     per_iteration = [points[0][0], points[1][0] - points[0][0]]
-    for spent, iteration in zip(per_iteration, result.trace.iterations):
+    for spent, iteration in zip(per_iteration, result.trace.iterations, strict=False):
         own_products = iteration.krylov.products_per_sample.double().mean().item()
         assert spent == pytest.approx(1 + own_products)
         assert spent <= iteration.grad_evals < spent + 1

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import tiny_cnn, tiny_smooth_mlp
+
 from soae_core.analysis.how_soae_works import (
     Directions,
     default_radius,

@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import tiny_cnn, tiny_smooth_mlp, tolerance
-from soae_core.hvp import (hvp_central_difference, hvp_exact, hvp_forward_difference, input_gradient,
-                           make_hvp_operator)
+
+from soae_core.hvp import hvp_central_difference, hvp_exact, hvp_forward_difference, input_gradient, make_hvp_operator
 
 
 def _dense_hessian(model, x, y) -> torch.Tensor:
@@ -51,9 +50,9 @@ def test_finite_differences_converge_to_exact_as_eta_shrinks() -> None:
         central_errors.append(float((hvp_central_difference(model, x, y, v, eta) - exact).norm() / exact.norm()))
     # Forward difference: O(η) truncation; central: O(η²). Each decade of η cuts the error by
     # roughly 10× and 100× respectively (allow slack for the leading constant).
-    for coarse, fine in zip(forward_errors, forward_errors[1:]):
+    for coarse, fine in zip(forward_errors, forward_errors[1:], strict=False):
         assert fine < coarse / 5
-    for coarse, fine in zip(central_errors[:2], central_errors[1:3]):
+    for coarse, fine in zip(central_errors[:2], central_errors[1:3], strict=False):
         assert fine < coarse / 50
     assert forward_errors[-1] < 1e-3 and central_errors[-1] < 1e-6
 

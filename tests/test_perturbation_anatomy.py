@@ -5,10 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_cnn
+
 from soae_core import metrics
-from soae_core.analysis.perturbation_anatomy import distortion_table, location_table, perturbation_anatomy, spatial_layers
+from soae_core.analysis.perturbation_anatomy import (
+    distortion_table,
+    location_table,
+    perturbation_anatomy,
+    spatial_layers,
+)
 
 
 def setup():

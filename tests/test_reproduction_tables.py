@@ -12,8 +12,20 @@ from soae_core.evaluate import main as evaluate_main
 from soae_core.experiments import paper_results
 from soae_core.experiments.evaluation_report import percent
 from soae_core.experiments.reproduction_tables import (
-    _rank, accuracy_beside_paper, counted_statements, curvature_ablation, equal_budget, highest_quality_counts,
-    krylov_beside_paper, load_results, markdown, merge_results, quality_beside_paper, study_tables, where_perturbation_goes)
+    _rank,
+    accuracy_beside_paper,
+    counted_statements,
+    curvature_ablation,
+    equal_budget,
+    highest_quality_counts,
+    krylov_beside_paper,
+    load_results,
+    markdown,
+    merge_results,
+    quality_beside_paper,
+    study_tables,
+    where_perturbation_goes,
+)
 from soae_core.reproduction_tables import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +57,7 @@ def test_accuracy_table_sets_paper_rows_beside_ours(runs) -> None:
     ours = table[table["source"] == "ours, fmnist-cnn-std"].reset_index(drop=True)
     records = {(r["eps"], r["attack"]): r["robust_accuracy"] for r in main_run["attacks"]}
     exact = {r["eps"]: r["robust_accuracy"] for r in exact_run["attacks"]}
-    for row, eps in zip(ours.to_dict("records"), (8 / 255, 0.1)):
+    for row, eps in zip(ours.to_dict("records"), (8 / 255, 0.1), strict=False):
         for attack in ("FGSM", "PGD", "SOAE"):
             assert row[attack] == percent(records[(eps, attack)])
         assert row["AutoAttack"] == row["ASOD"] == ""  # not run: left empty, not invented
@@ -54,7 +66,7 @@ def test_accuracy_table_sets_paper_rows_beside_ours(runs) -> None:
         assert row["SOAE rank"] == f"{1 + sum(a < records[(eps, 'SOAE')] for a in accs)} of 3"
     # The paper's rows come straight from the transcription, with ranks derived from it.
     paper_std = dict(zip(paper_results.ATTACK_COLUMNS,
-                         paper_results.ROBUST_ACCURACY[("Table II", "CIFAR-10", "ResNet18")]["STD"]))
+                         paper_results.ROBUST_ACCURACY[("Table II", "CIFAR-10", "ResNet18")]["STD"], strict=False))
     paper_row = table[table["source"] == "paper Table II, CIFAR-10 ResNet18"].iloc[0]
     assert paper_row["FGSM"] == f"{100 * paper_std['FGSM']:.2f}%"
     assert paper_row["SOAE rank"] == "2 of 5"  # AutoAttack (0.05%) is below SOAE (0.08%) there
@@ -206,7 +218,7 @@ def test_curvature_ablation_sets_the_three_soae_variants_side_by_side() -> None:
     quadratic["attacks"][0]["grad_evals_per_image"] = 44.0
     assert curvature_ablation(main_run, exact, no_curvature, quadratic).iloc[0]["SOAE eq. (4), exact HVP"] == "45.0% (44)"
     counts = counted_statements(main_run, exact, None, no_curvature, quadratic)
-    counted = dict(zip(counts["statement"] + " | " + counts["cells"], counts["count"]))
+    counted = dict(zip(counts["statement"] + " | " + counts["cells"], counts["count"], strict=False))
     assert counted["eq. (4): SOAE maximising Q stronger than SOAE exact HVP (δ̃ = H⁻¹g) | all"] == "1 of 1"
     assert counted["eq. (4): SOAE without curvature stronger than SOAE maximising Q | all"] == "1 of 1"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from dataset_files import write_idx_dataset
+
 from soae_core.experiments.distributed import TORCHRUN_VARIABLES
 from soae_core.train import main
 
@@ -70,7 +70,7 @@ def test_two_ranks_match_one_process(method, small_fashion_mnist, tmp_path):
     assert one["ranks"] == 1 and two["ranks"] == 2
     assert two["command"].startswith("torchrun --nproc-per-node 2 -m soae_core.train")
     assert len(two["history"]) == len(one["history"]) == 2
-    for a, b in zip(one["history"], two["history"]):
+    for a, b in zip(one["history"], two["history"], strict=False):
         assert abs(a["loss"] - b["loss"]) <= LOSS_TOLERANCE, (a, b)
         assert a["grad_evals_per_example"] == pytest.approx(b["grad_evals_per_example"], rel=0.05)
     assert abs(one["clean_accuracy"] - two["clean_accuracy"]) <= ACCURACY_TOLERANCE

@@ -98,7 +98,7 @@ def margin_gains_figure(gains: pd.DataFrame) -> go.Figure:
     """Grouped bars per wrong class: the first-order gain of its advantage for SOAE's first step along
     g and along δ̃, with the gap it would have to close drawn as a black tick (a bar reaching the tick
     flips the prediction to that class). The nearest wrong class is marked with ★."""
-    names = [f"★ {c}" if near else c for c, near in zip(gains["class"], gains["nearest"])]
+    names = [f"★ {c}" if near else c for c, near in zip(gains["class"], gains["nearest"], strict=False)]
     figure = go.Figure()
     for column, colour, label in (("along g", attack_colour("SOAE-g"), "step along g (SOAE without curvature)"),
                                   ("along δ̃", attack_colour("SOAE"), "step along δ̃ (SOAE)")):

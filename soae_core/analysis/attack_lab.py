@@ -210,7 +210,7 @@ def run_attack_batch(model: nn.Module, images: list[torch.Tensor], labels: list[
     attack = make_attack(name, model, **attack_kwargs)
     results: list[Any] = [None] * len(images)
     good, targets = [], []
-    for i, (image, label) in enumerate(zip(images, labels)):
+    for i, (image, label) in enumerate(zip(images, labels, strict=False)):
         try:
             y = check_single_image(model, image, label)
             if good and image.shape != images[good[0]].shape:

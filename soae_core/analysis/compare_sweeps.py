@@ -75,7 +75,7 @@ def budget_table(results: dict[str, JobResult]) -> pd.DataFrame:
     for label, result in results.items():
         rows.append({"Attack": label, "Step": 0, "Gradient evals / image": 0.0, "Accuracy": result.clean_accuracy})
         rows += [{"Attack": label, "Step": k, "Gradient evals / image": float(g), "Accuracy": float(a)}
-                 for k, (g, a) in enumerate(zip(result.budget_grad_evals, result.budget_accuracy), start=1)]
+                 for k, (g, a) in enumerate(zip(result.budget_grad_evals, result.budget_accuracy, strict=False), start=1)]
     return pd.DataFrame(rows, columns=["Attack", "Step", "Gradient evals / image", "Accuracy"])
 
 

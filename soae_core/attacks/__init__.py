@@ -51,7 +51,7 @@ def budget_points(result: AttackResult) -> list[tuple[float, torch.Tensor]]:
             points.append((spent, it.prediction))
         return points
     if isinstance(trace, BudgetTrace):
-        return [(float(g), p) for g, p in zip(trace.grad_evals, trace.predictions)]
+        return [(float(g), p) for g, p in zip(trace.grad_evals, trace.predictions, strict=False)]
     raise ValueError(f"cannot read a budget curve from a {type(trace).__name__} trace")
 
 

@@ -274,10 +274,10 @@ def combine_blocks(blocks: list[BlockRun]) -> CellRun:
     """The blocks of a cell, in image order, as one run over all its images."""
     sizes = [block.points[0][1].shape[0] for block in blocks]
     n = sum(sizes)
-    points = [(sum(block.points[k][0] * size for block, size in zip(blocks, sizes)) / n,
+    points = [(sum(block.points[k][0] * size for block, size in zip(blocks, sizes, strict=False)) / n,
                torch.cat([block.points[k][1] for block in blocks])) for k in range(len(blocks[0].points))]
-    return CellRun(points=points, grad_evals=sum(b.points[-1][0] * s for b, s in zip(blocks, sizes)) / n,
-                   forward_passes=sum(b.forward_passes * s for b, s in zip(blocks, sizes)) / n,
+    return CellRun(points=points, grad_evals=sum(b.points[-1][0] * s for b, s in zip(blocks, sizes, strict=False)) / n,
+                   forward_passes=sum(b.forward_passes * s for b, s in zip(blocks, sizes, strict=False)) / n,
                    wall_time_s=sum(block.wall_time_s for block in blocks), blocks=blocks)
 
 
@@ -400,7 +400,7 @@ def run_cells(config: EvalConfig, models: dict[str, nn.Module], x: torch.Tensor,
     labels = to_cpu(y)
     results = []
     for i, cell in enumerate(cells):
-        blocks = [block for (c, _), block in zip(units, run.results) if c == i]
+        blocks = [block for (c, _), block in zip(units, run.results, strict=False) if c == i]
         cell_run = combine_blocks(blocks)
         n_cell = cell_images(config, cell, x.shape[0])
         if cell[0] == "grid":
@@ -440,7 +440,7 @@ def run_evaluation(config: EvalConfig, quiet: bool = False, ctx: DistContext | N
              for name, model in models.items()}
     records, grid_ranks = grid
     studies: dict[str, list[dict[str, Any]]] = {name: [] for name in config.studies}
-    for cell, rows in zip(study_cells, studies_run[0]):
+    for cell, rows in zip(study_cells, studies_run[0], strict=False):
         studies[cell[0]] += rows
     for record in ranks:
         r = record["rank"]

@@ -95,7 +95,7 @@ def accuracy_beside_paper(main: dict[str, Any], exact: dict[str, Any] | None = N
         for (table, dataset, arch), by_method in paper_results.ROBUST_ACCURACY.items():
             if arch != "ResNet18" or method not in by_method or method in methods_shown:
                 continue
-            values = dict(zip(paper_results.ATTACK_COLUMNS, by_method[method]))
+            values = dict(zip(paper_results.ATTACK_COLUMNS, by_method[method], strict=False))
             attacks = {k: v for k, v in values.items() if k != "Clean"}
             rows.append({"method": method, "source": f"paper {table}, {dataset} {arch}", "ε": "8/255",
                          **{k: f"{100 * v:.2f}%" for k, v in values.items()}, "SOAE rank": _rank(attacks, "SOAE")})
@@ -282,7 +282,7 @@ def counted_statements(main: dict[str, Any], exact: dict[str, Any] | None = None
 def krylov_beside_paper(main: dict[str, Any], exact: dict[str, Any] | None = None) -> pd.DataFrame:
     """Table IV: the paper's m per τ beside the median (mean) m of our τ study; exact-HVP m as a note row."""
     taus = paper_results.TABLE_IV_TAUS
-    rows = [{"source": f"paper, {dataset}", **{f"τ={tau:g}": str(m) for tau, m in zip(taus, ms)}}
+    rows = [{"source": f"paper, {dataset}", **{f"τ={tau:g}": str(m) for tau, m in zip(taus, ms, strict=False)}}
             for dataset, ms in paper_results.KRYLOV_DIMENSION.items()]
     study = pd.DataFrame(main.get("studies", {}).get("tau", []))
     if not study.empty:
@@ -373,7 +373,7 @@ def study_tables(main: dict[str, Any]) -> dict[str, pd.DataFrame]:
     if studies.get("tau"):
         tau = pd.DataFrame(studies["tau"])
         tau["time ÷ time at τ=0.1"] = tau["wall_time_s"] / tau.groupby("model")["wall_time_s"].transform("first")
-        tau["cell"] = [f"{percent(a)}, {t:.2f}×" for a, t in zip(tau["accuracy"], tau["time ÷ time at τ=0.1"])]
+        tau["cell"] = [f"{percent(a)}, {t:.2f}×" for a, t in zip(tau["accuracy"], tau["time ÷ time at τ=0.1"], strict=False)]
         tables["tau"] = tau.pivot(index="tau", columns="model", values="cell").sort_index(ascending=False)
     if studies.get("iterations"):
         it = pd.DataFrame(studies["iterations"])
