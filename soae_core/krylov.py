@@ -187,8 +187,8 @@ def gmres(
         raise ValueError("b contains NaN or infinite values")
 
     operator = _Operator(matvec, b, grad_enabled=torch.is_grad_enabled())
-    # The solver's own bookkeeping records no autograd graph (about a quarter less overhead per tensor
-    # operation at batch 1), unless the caller differentiates through the solve.
+    # The solver's own bookkeeping records no autograd graph (about a quarter less overhead per
+    # tensor operation at batch 1), unless the caller differentiates through the solve.
     differentiable = torch.is_grad_enabled() and (b.requires_grad or (x0 is not None and x0.requires_grad))
     with torch.set_grad_enabled(differentiable):
         return _solve(operator, b, x0, tau, max_iter, 3 if reorthogonalize else 2, true_residual,
