@@ -72,8 +72,8 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targeted:
 
 def _unit_and_norm(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     norm = torch.linalg.vector_norm(v.flatten(1), dim=1)
-    safe = torch.where(norm > 0, norm, torch.ones_like(norm))
-    return v / safe.view(-1, *([1] * (v.dim() - 1))), norm
+    # A zero direction stays zero (divided by the smallest normal number rather than by 0).
+    return v / norm.clamp_min(torch.finfo(norm.dtype).tiny).view(-1, *([1] * (v.dim() - 1))), norm
 
 
 def _rescale(product: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
@@ -127,8 +127,9 @@ def make_hvp_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: 
                       loss_fn: LossFn = cross_entropy_loss) -> tuple[Callable[..., torch.Tensor], Callable[[], int]]:
     """A GMRES operator ``matvec(v, index)`` for the Hessian at x, and a counter of evaluations.
 
-    ``index`` (int64) selects which samples of the batch v holds, so GMRES only pays for the
-    samples still iterating. The counter returns the gradient evaluations spent so far
+    ``index`` (int64, increasing, as GMRES passes it) lists the positions in the batch of the
+    samples v holds, so GMRES only pays for the samples still iterating; when it lists all B,
+    no sample is gathered. The counter returns the gradient evaluations spent so far
     (forward difference 1 per call, central 2, exact 1 Hessian-vector product per call).
     """
     if mode not in HVP_MODES:
@@ -136,17 +137,21 @@ def make_hvp_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: 
     count = {"evals": 0}
 
     def matvec(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        xs, ys = x[index], y[index]
-        if mode == "exact":
+        # Only the gradients inside need autograd (they enable it themselves): the arithmetic
+        # around them runs without recording, which is most of a product's overhead at batch 1.
+        with torch.no_grad():
+            everyone = index.numel() == x.shape[0]  # increasing positions, all of them: 0 … B−1
+            xs, ys = (x, y) if everyone else (x[index], y[index])
+            if mode == "exact":
+                count["evals"] += 1
+                return hvp_exact(model, xs, ys, v, targeted, loss_fn)
+            if mode == "central_difference":
+                count["evals"] += 2
+                return hvp_central_difference(model, xs, ys, v, eta, targeted, loss_fn)
             count["evals"] += 1
-            return hvp_exact(model, xs, ys, v, targeted, loss_fn)
-        if mode == "central_difference":
-            count["evals"] += 2
-            return hvp_central_difference(model, xs, ys, v, eta, targeted, loss_fn)
-        count["evals"] += 1
-        base = grad_at_x[index] if grad_at_x is not None else None
-        if base is None:
-            count["evals"] += 1
-        return hvp_forward_difference(model, xs, ys, v, eta, base, targeted, loss_fn)
+            base = grad_at_x if grad_at_x is None or everyone else grad_at_x[index]
+            if base is None:
+                count["evals"] += 1
+            return hvp_forward_difference(model, xs, ys, v, eta, base, targeted, loss_fn)
 
     return matvec, lambda: count["evals"]

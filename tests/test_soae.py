@@ -70,9 +70,13 @@ def test_batch_equals_each_image_alone(images_8x8: torch.Tensor, hvp: str) -> No
     y = _labels(model, images_8x8)
     attack = SOAE(model, eps=0.1, hvp=hvp, eta=1e-6, step_rule="linf", steps=3, tau=1e-6)
     batched = attack(images_8x8, y)
+    # The network's gradient of one image alone and inside a batch differ by rounding (~1e-17);
+    # the forward difference divides that by η = 1e-6, GMRES amplifies it further: measured
+    # |Δadv| ≤ 1.8e-8 (the modified Gram–Schmidt solver) and ≤ 1.7e-8 (CGS2). Exact products: 6e-16.
+    atol = 1e-9 if hvp == "exact" else 1e-7
     for i in range(images_8x8.shape[0]):
         alone = attack(images_8x8[i:i + 1], y[i:i + 1])
-        torch.testing.assert_close(alone.adv[0], batched.adv[i], rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(alone.adv[0], batched.adv[i], rtol=1e-7, atol=atol)
         for it_alone, it_batch in zip(alone.trace.iterations, batched.trace.iterations):
             assert int(it_alone.krylov.iterations[0]) == int(it_batch.krylov.iterations[i])
 
