@@ -266,7 +266,11 @@ def _solve(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, tau: f
     # Qᵀ: the product of all Givens rotations so far (identity beyond the current step), so that
     # R = Qᵀ H̄ is upper triangular and β Qᵀ e1 is the paper's β q1.
     rotations = torch.eye(max_iter + 1, dtype=dtype, device=device).repeat(batch, 1, 1)
-    zero = torch.zeros((), dtype=dtype, device=device)  # (a Python scalar costs a conversion per use)
+    first_column = rotations[:, :, :1].unbind(1)  # views (Qᵀ e1)_i, each (B, 1)
+    # Constants as 0-dim tensors: a Python scalar operand costs a conversion per use (~5 µs).
+    zero, inf = torch.tensor(0.0, dtype=dtype, device=device), torch.tensor(float("inf"), dtype=dtype, device=device)
+    tol, tau_64 = torch.tensor(breakdown_tol, dtype=dtype, device=device), torch.tensor(tau, dtype=torch.float64,
+                                                                                         device=device)
     no_rotation = torch.tensor([1.0, 0.0], dtype=dtype, device=device)  # (c, s) of the identity
     # the rotation [[c, s], [−s, c]] read off (c, s) as (c, s, s, c)·(1, 1, −1, 1)
     rotation_index = torch.tensor([0, 1, 1, 0], device=device)
@@ -287,27 +291,28 @@ def _solve(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, tau: f
         w_norm = torch.linalg.vector_norm(w, dim=1, keepdim=True)
         # A product with NaN/inf (or a norm that overflows) stops its sample. It and every
         # finished sample go on with w = 0: a zero Hessenberg column, the identity rotation.
-        step_ok = running & (w_norm < float("inf"))
+        step_ok = running & (w_norm < inf)
         # Running estimate of ‖A‖ per sample: rounding in A v_j is of order eps·‖A‖, so
         # h_{j+1,j} is compared with the largest ‖A v_i‖ seen, not with the current ‖A v_j‖.
         operator_scale = torch.maximum(operator_scale, w_norm)
-        w, h_col = _orthogonalize(basis[:, : j + 1], torch.where(step_ok, w, zero), passes)
+        w, h_col = _orthogonalize(basis.narrow(1, 0, j + 1), torch.where(step_ok, w, zero), passes)
         h_next = torch.linalg.vector_norm(w, dim=1, keepdim=True)
         h_col = torch.cat((h_col, h_next), dim=1)  # (B, j+2): column j of H̄
         hess[:, : j + 2, j] = h_col
-        # h_{j+1,j} > tol·‖A‖ (hence > 0): a new basis vector; else breakdown (or no step).
-        extends = h_next > breakdown_tol * operator_scale
-        basis_rows[j + 1].copy_(torch.where(extends, w / h_next, zero))
+        # h_{j+1,j} > tol·‖A‖ (hence > 0): a new basis vector; else breakdown (or no step),
+        # and the row stays zero (w is finite, so w / inf = 0).
+        extends = h_next > operator_scale * tol
+        basis_rows[j + 1].copy_(w / torch.where(extends, h_next, inf))
 
         # Givens QR (paper eq. 14): all earlier rotations at once give rows j, j+1 of Qᵀ H̄ e_j,
         # then the rotation that zeroes h_{j+1,j}.
         rows = rotations[:, j: j + 2, : j + 2]
         pair = torch.bmm(rows, h_col.unsqueeze(2)).view(batch, 2)
         radius = torch.linalg.vector_norm(pair, dim=1, keepdim=True)
-        cos_sin = torch.where(radius > 0, pair / radius, no_rotation)
+        cos_sin = torch.where(radius > zero, pair / radius, no_rotation)
         rotation = (cos_sin.index_select(1, rotation_index) * rotation_sign).view(batch, 2, 2)
         rows.copy_(torch.bmm(rotation, rows))
-        estimate = rows[:, 1, :1].abs().to(torch.float64)  # |(β Qᵀ e1)_{j+1}| / β
+        estimate = first_column[j + 1].abs().double()  # |(β Qᵀ e1)_{j+1}| / β
         ran.append(running)
         finite_steps.append(step_ok)
         extended.append(extends)
@@ -320,7 +325,7 @@ def _solve(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, tau: f
             true_estimates.append((torch.linalg.vector_norm(true_res, dim=1, keepdim=True)
                                    / safe_beta[:, None]).to(torch.float64))
 
-        running = extends & (estimate >= tau)
+        running = extends & (estimate >= tau_64)
         active_idx = running.nonzero()[:, 0]  # the one host sync of this step
 
     reason, dims = _stop_reasons(initial, ran, finite_steps, extended, estimates, tau)
@@ -393,12 +398,12 @@ def _orthogonalize(basis: torch.Tensor, w: torch.Tensor, passes: int) -> tuple[t
     with column vectors against its transpose.
     """
     w = w.unsqueeze(1)
-    transposed = basis.transpose(1, 2)
+    transposed = basis.mT
     coefficients = torch.bmm(w, transposed)
-    w = torch.baddbmm(w, coefficients, basis, alpha=-1)
+    w = w - torch.bmm(coefficients, basis)
     for _ in range(passes - 1):
         correction = torch.bmm(w, transposed)
-        w = torch.baddbmm(w, correction, basis, alpha=-1)
+        w = w - torch.bmm(correction, basis)
         coefficients = coefficients + correction
     return w.squeeze(1), coefficients.squeeze(1)
 
