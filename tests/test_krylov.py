@@ -261,6 +261,15 @@ def test_stop_reasons_are_named_constants_with_stable_codes() -> None:
     assert converged.stop_codes.tolist() == [CONVERGED] and converged.stop_reason == ["converged"]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("value", [1e-3, 0.7, 0.1, 1e-6])
+def test_tau_rounded_up_to_the_working_dtype_keeps_the_comparison_exact(value: float, dtype: torch.dtype) -> None:
+    """Estimates are compared with tau in their own dtype: e < tau ⇔ e < the rounded-up tau."""
+    up = krylov._round_up(value, dtype)
+    below = torch.nextafter(up, torch.tensor(0.0, dtype=dtype))
+    assert up.dtype == dtype and float(up) >= value and float(below) < value
+
+
 class _HostSyncCounter(torch.overrides.TorchFunctionMode):
     """Counts calls that copy a device value to the host (each a synchronisation on a GPU)."""
 
