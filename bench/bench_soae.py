@@ -8,10 +8,11 @@ vanish next to the network at every batch size —
 
 For exact products the network time is one gradient per outer iteration plus the products,
 each at one measured exact product. Batch 1 attacks 8 bundled images one by one; batch B > 1
-attacks the first B images of the bundled set (repeated to 128) at once. Right after each attack
-the same number of gradient (and exact-product) evaluations is timed at the same batch size, so
-both sides of the ratio run under the same load; the median over rounds is reported, in wall
-time (the target) and in CPU time of this one-thread process (steadier on a loaded machine).
+attacks the first B images of the bundled set (repeated to 128) at once. The same number of
+gradient (and exact-product) evaluations at the same batch size is timed half right before and
+half right after each attack, so both sides of the ratio run under the same load; the median
+over rounds is reported, in wall time (the target) and in CPU time of this one-thread process
+(steadier on a loaded machine).
 
 The same run measures the engine of ``--before`` (``soae_core/krylov.py`` and ``hvp.py`` before
 issue 15 — modified Gram–Schmidt — read from git history) at the targets' batch sizes, and times
@@ -122,20 +123,23 @@ def _network_clock(model, x, y, gradients: float, products: float) -> _Clock:
 
 def measure_batch(model, images, labels, batch: int, mode: str, rounds: int) -> dict:
     """SOAE (defaults, hvp=mode) at one batch size against the same number of gradient (and
-    exact-product) evaluations at that batch size, timed right after each attack; median over rounds."""
+    exact-product) evaluations at that batch size, half timed right before and half right after
+    each attack (so a change of load during the attack hits both sides); median over rounds."""
     batches = _batches(images, labels, batch)
-    SOAE(model, hvp=mode)(*batches[0])  # warm-up
+    counts = [_network_calls(SOAE(model, hvp=mode)(xb, yb), mode) for xb, yb in batches]  # warm-up
     per_round = []
     for _ in range(rounds):
         attack_wall = attack_cpu = network_wall = network_cpu = evals = 0.0
         dims = []
-        for xb, yb in batches:
+        for (xb, yb), (gradients, products) in zip(batches, counts):
+            before = _network_clock(model, xb, yb, gradients / 2, products / 2)
             with _Clock() as clock:
                 result = SOAE(model, hvp=mode)(xb, yb)
-            gradients, products = _network_calls(result, mode)
-            network = _network_clock(model, xb, yb, gradients, products)
+            after = _network_clock(model, xb, yb, gradients / 2, products / 2)
+            if _network_calls(result, mode) != (gradients, products):
+                raise RuntimeError("SOAE made a different number of evaluations than in the warm-up")
             attack_wall, attack_cpu = attack_wall + clock.wall, attack_cpu + clock.cpu
-            network_wall, network_cpu = network_wall + network.wall, network_cpu + network.cpu
+            network_wall, network_cpu = network_wall + before.wall + after.wall, network_cpu + before.cpu + after.cpu
             evals += float(result.trace.grad_evals_per_sample.sum()) / batch
             dims += [float(it.krylov.iterations.float().mean()) for it in result.trace.iterations]
         per_round.append({"ratio": attack_wall / network_wall, "ratio_cpu_time": attack_cpu / network_cpu,
@@ -146,6 +150,7 @@ def measure_batch(model, images, labels, batch: int, mode: str, rounds: int) -> 
     out = dict(per_round[sorted(range(rounds), key=lambda i: ratios[i])[rounds // 2]])
     out["ratio_cpu_time"] = statistics.median(r["ratio_cpu_time"] for r in per_round)
     out["ratios_all_rounds"] = ratios
+    out["ratios_cpu_time_all_rounds"] = [r["ratio_cpu_time"] for r in per_round]
     return out
 
 

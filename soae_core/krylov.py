@@ -268,12 +268,14 @@ def _solve(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, tau: f
     # R = Qᵀ H̄ is upper triangular and β Qᵀ e1 is the paper's β q1.
     rotations = torch.eye(max_iter + 1, dtype=dtype, device=device).repeat(batch, 1, 1)
     first_column = rotations[:, :, :1].unbind(1)  # views (Qᵀ e1)_i, each (B, 1)
-    # Constants as 0-dim tensors: a Python scalar operand costs a conversion per use (~5 µs).
-    constant = partial(torch.tensor, dtype=dtype, device=device)
+    # Constants as 0-dim tensors (a Python scalar operand costs a conversion per use, ~5 µs),
+    # filled on the device (no host-to-device copy, which would synchronise on a GPU).
+    constant = partial(torch.full, (), dtype=dtype, device=device)
     zero, inf, tol = constant(0.0), constant(float("inf")), constant(breakdown_tol)
-    tau_up = _round_up(tau, dtype).to(device)  # estimates stay in the working dtype
-    no_rotation = constant([1.0, 0.0])  # (c, s) of the identity
-    to_rotation = constant([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, -1.0, 0.0]])  # (c, s) ↦ (c, s, −s, c) = [[c, s], [−s, c]]
+    tau_up = constant(_round_up(tau, dtype))  # estimates stay in the working dtype
+    unit = torch.eye(2, dtype=dtype, device=device)
+    no_rotation = unit[0]  # (c, s) of the identity
+    to_rotation = torch.stack((unit[0], unit[1], -unit[1], unit[0]), dim=1)  # (c, s) ↦ (c, s, −s, c) = [[c, s], [−s, c]]
 
     # Per step, each (B, 1): running before the step, a finite product, a new basis vector (bool),
     # the Givens estimate ‖r̃_{j+1}‖/β (working dtype). Stop reasons and m are read off at the end.
@@ -386,11 +388,13 @@ def _history(per_step: list[torch.Tensor], dims: torch.Tensor) -> torch.Tensor:
     return torch.where(positions[None, :] <= dims[:, None], table, float("nan"))
 
 
-def _round_up(value: float, dtype: torch.dtype) -> torch.Tensor:
-    """The smallest number of ``dtype`` ≥ value (0-dim): for x of that dtype, x < value exactly
-    when x < this number, so comparisons need no conversion to float64."""
+def _round_up(value: float, dtype: torch.dtype) -> float:
+    """The smallest number of ``dtype`` ≥ value: for x of that dtype, x < value exactly when
+    x < this number, so comparisons need no conversion to float64."""
     rounded = torch.tensor(value, dtype=dtype)
-    return rounded if float(rounded) >= value else torch.nextafter(rounded, torch.tensor(float("inf"), dtype=dtype))
+    if float(rounded) < value:
+        rounded = torch.nextafter(rounded, torch.tensor(float("inf"), dtype=dtype))
+    return float(rounded)
 
 
 def _orthogonalize(basis: torch.Tensor, w: torch.Tensor, passes: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -265,9 +265,9 @@ def test_stop_reasons_are_named_constants_with_stable_codes() -> None:
 @pytest.mark.parametrize("value", [1e-3, 0.7, 0.1, 1e-6])
 def test_tau_rounded_up_to_the_working_dtype_keeps_the_comparison_exact(value: float, dtype: torch.dtype) -> None:
     """Estimates are compared with tau in their own dtype: e < tau ⇔ e < the rounded-up tau."""
-    up = krylov._round_up(value, dtype)
+    up = torch.tensor(krylov._round_up(value, dtype), dtype=dtype)
     below = torch.nextafter(up, torch.tensor(0.0, dtype=dtype))
-    assert up.dtype == dtype and float(up) >= value and float(below) < value
+    assert float(up) == krylov._round_up(value, dtype) >= value and float(below) < value
 
 
 class _HostSyncCounter(torch.overrides.TorchFunctionMode):
