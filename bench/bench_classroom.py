@@ -49,13 +49,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import machine, write_result
+
+from soae_app.headless import free_port, stop, wait_until_healthy
+from soae_app.protocol import PageRun, Session, page_paths, run_sessions
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from common import machine, write_result  # noqa: E402
-
-from soae_app.headless import free_port, stop, wait_until_healthy  # noqa: E402
-from soae_app.protocol import PageRun, Session, page_paths, run_sessions  # noqa: E402
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 PER_CLASS = 20

@@ -22,15 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from common import write_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import write_result  # noqa: E402
-
-from soae_core.analysis.krylov_inspector import first_order_margins, summarise_margins  # noqa: E402
-from soae_core.data import load_fashion_mnist  # noqa: E402
-from soae_core.models import load_model  # noqa: E402
+from soae_core.analysis.krylov_inspector import first_order_margins, summarise_margins
+from soae_core.data import load_fashion_mnist
+from soae_core.models import load_model
 
 COLUMNS = {"nearest_gain": "Δa nearest wrong class", "mean_gain": "Δa mean over wrong classes",
            "spread": "spread (std ÷ mean)", "nearest_is_top": "largest Δa on the nearest class",

@@ -168,7 +168,7 @@ class SOAE(Attack):
             noise once and hands each rank its rows, so K ranks start where one process would).
         targeted: if True, ``y`` holds target classes and the attack lowers their loss: δ̃ is
             computed for the loss of the target class and the step goes along −δ̃.
-        reorthogonalize: second Gram–Schmidt pass in GMRES.
+        reorthogonalize: a third Gram–Schmidt pass in GMRES (it always makes two, CGS2).
         true_residual: also record true residuals ‖g − Hδ_j‖ (one more product per step).
         keep_images: store the images after every iteration in the trace (for scrubbing).
         loss_fn: per-sample loss (model output, y) → (B,); default cross-entropy.
