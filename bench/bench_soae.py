@@ -17,10 +17,12 @@ over rounds is reported, in wall time (the target) and in CPU time of this one-t
 The same run measures the engine of ``--before`` (``soae_core/krylov.py`` and ``hvp.py`` before
 issue 15 — modified Gram–Schmidt — read from git history) at the targets' batch sizes, and times
 the Attack Lab's SOAE on one image, cold (nothing cached), with both engines, image by image in
-alternating order, and reports the ratio. It also counts the
-host synchronisations per Krylov step of the solver (calls that copy a device value to the host:
-``nonzero``, ``item``, ``tolist``, ``bool(t)`` …, counted with a TorchFunctionMode on two solves
-of different lengths, so the per-solve constant cancels).
+alternating order. It counts, for both solvers, the host synchronisations (calls that copy a
+device value to the host: ``nonzero``, ``item``, ``tolist``, ``bool(t)`` …) and the torch calls
+per Krylov step with a TorchFunctionMode on two solves of different lengths (the per-solve
+constant cancels), and, at the targets' batch sizes, splits the time into the solver's own
+bookkeeping and the rest by replaying each attack with a GMRES that only makes the same
+operator calls on the same samples.
 
 Run: `python bench/bench_soae.py` (or `./lab bench`). Writes bench/results/soae.json.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -214,27 +217,71 @@ def measure_lab_cold(model, images, labels, before: SimpleNamespace) -> dict:
             "settings": {k: v for k, v in kwargs.items() if k != "loss_fn"}}
 
 
-class _SyncCounter(TorchFunctionMode):
+def measure_split(model, images, labels, batch: int, modules: SimpleNamespace) -> dict:
+    """Where SOAE's time (finite differences, engine ``modules``) goes at one batch size, in CPU
+    time: the real attack; a replay whose GMRES makes the same operator calls (same samples) and
+    returns the recorded result (same trajectory, no solver bookkeeping); the same number of
+    bare gradients."""
+    batches = _batches(images, labels, batch)
+    cpu = {"attack": 0.0, "replay": 0.0, "gradients": 0.0}
+    for x, y in batches:
+        with engine(modules):
+            SOAE(model)(x, y)  # warm-up: the shrinking batch meets new shapes once
+        recorded = []
+
+        def record(*args, **kwargs):
+            recorded.append(modules.krylov.gmres(*args, **kwargs))  # noqa: B023 - used within this iteration only
+            return recorded[-1]  # noqa: B023
+
+        def replay(matvec, b, *args, **kwargs):
+            result = next(replayed)  # noqa: B023
+            for call in range(int(result.products_per_sample.max())):
+                index = (result.products_per_sample > call).nonzero()[:, 0]  # the samples active then
+                matvec(b[index], index=index)
+            return result
+
+        with engine(modules):
+            soae_module.gmres = record
+            with _Clock() as attack:
+                result = SOAE(model)(x, y)
+            replayed = iter(recorded)
+            soae_module.gmres = replay
+            with _Clock() as again:
+                SOAE(model)(x, y)
+        gradients = _network_clock(model, x, y, *_network_calls(result, "finite_difference"))
+        for key, clock in (("attack", attack), ("replay", again), ("gradients", gradients)):
+            cpu[key] += clock.cpu / len(batches) / batch
+    return {"cpu_ms_per_image": {k: v * 1e3 for k, v in cpu.items()},
+            "ratio_cpu_time": cpu["attack"] / cpu["gradients"],
+            "ratio_cpu_time_without_solver_bookkeeping": cpu["replay"] / cpu["gradients"]}
+
+
+class _CallCounter(TorchFunctionMode):
+    """Counts torch calls made from Python, and among them those that copy a value to the host."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.count = 0
+        self.calls = self.syncs = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.count += getattr(func, "__name__", "") in SYNCING
+        self.calls += 1
+        self.syncs += getattr(func, "__name__", "") in SYNCING
         return func(*args, **(kwargs or {}))
 
 
-def host_syncs_per_step(module: ModuleType) -> float:
-    """Host-syncing calls per Krylov step of ``module.gmres`` (batch 4, a system that never converges)."""
+def calls_per_step(module: ModuleType) -> dict:
+    """Host syncs and torch calls per Krylov step of ``module.gmres`` (batch 4, a system that
+    never converges, an operator of one call), from two solves of 10 and 30 steps."""
     diagonal = torch.logspace(0, -8, 400, dtype=torch.float64)
     b = torch.randn(4, 400, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     counts = {}
     for steps in (10, 30):
-        with _SyncCounter() as counter:
+        with _CallCounter() as counter:
             result = module.gmres(lambda v, index: v * diagonal, b, tau=1e-30, max_iter=steps)
         assert int(result.iterations.min()) == steps, "the counting system must not stop early"
-        counts[steps] = counter.count
-    return (counts[30] - counts[10]) / 20
+        counts[steps] = counter
+    return {"host_syncs": (counts[30].syncs - counts[10].syncs) / 20,
+            "torch_calls": (counts[30].calls - counts[10].calls) / 20}
 
 
 def main() -> None:
@@ -251,27 +298,34 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, images, labels, model_name = _model_and_images(device)
-    results: dict = {"model": model_name, "threads": args.threads, "rounds": args.rounds, "device": str(device),
+    results: dict = {"load_average_at_start": os.getloadavg()[0], "model": model_name, "threads": args.threads,
+                     "rounds": args.rounds, "device": str(device),
                      "settings": "SOAE defaults: eps 8/255, eta 1e-5, tau 1e-3, N 4, m <= 30, sign step",
                      "targets_finite_difference": {str(k): v for k, v in TARGETS.items()}}
     before = load_before_engine(args.before)
-    results["host_syncs_per_krylov_step"] = host_syncs_per_step(krylov)
+    results["per_krylov_step"] = calls_per_step(krylov)
     if before is not None:
-        results["host_syncs_per_krylov_step_before"] = host_syncs_per_step(before.krylov)
+        results["per_krylov_step_before"] = calls_per_step(before.krylov)
     for mode in ("finite_difference", "exact"):
         results[mode] = {str(b): measure_batch(model, images, labels, b, mode, args.rounds) for b in args.batch_sizes}
+    results["split_finite_difference"] = {str(b): measure_split(model, images, labels, b, NOW)
+                                          for b in args.batch_sizes if b in TARGETS}
     if before is not None:
         with engine(before):
             results["before"] = {"revision": args.before, "finite_difference": {
                 str(b): measure_batch(model, images, labels, b, "finite_difference", args.rounds)
                 for b in args.batch_sizes if b in TARGETS}}
+        results["before"]["split_finite_difference"] = {
+            str(b): measure_split(model, images, labels, b, before) for b in args.batch_sizes if b in TARGETS}
         results["attack_lab_cold_single_image"] = measure_lab_cold(model, images, labels, before)
     path = write_result("soae", results)
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()} (load average at the start: {results['load_average_at_start']:.2f})")
     print(f"model: {model_name}; {results['settings']}")
-    print(f"host synchronisations per Krylov step: {results['host_syncs_per_krylov_step']:g}"
-          + (f" (before: {results['host_syncs_per_krylov_step_before']:g})" if before is not None else ""))
+    for key, label in (("per_krylov_step", "now"), ("per_krylov_step_before", "before")):
+        if key in results:
+            print(f"per Krylov step ({label}): {results[key]['host_syncs']:g} host synchronisation(s), "
+                  f"{results[key]['torch_calls']:g} torch calls from Python (batch 4, step 10 to 30)")
     print("wall ÷ (gradient evaluations × one gradient at the same batch size), median of rounds:")
     for mode in ("finite_difference", "exact"):
         for batch, r in results[mode].items():
@@ -280,6 +334,14 @@ def main() -> None:
             print(f"  {mode:17s} batch {batch:>3s}: {r['ratio']:.2f}{mark}, CPU time {r['ratio_cpu_time']:.2f}; "
                   f"{r['grad_evals_per_image']:.1f} evals/image, m̄ {r['mean_krylov_dim']:.1f}, "
                   f"{r['per_image_ms']:.1f} ms/image (network {r['network_per_image_ms']:.1f} ms)")
+    splits = [("now", results["split_finite_difference"])]
+    if before is not None:
+        splits.append((f"before ({args.before})", results["before"]["split_finite_difference"]))
+    for label, split_by_batch in splits:
+        for batch, split in split_by_batch.items():
+            print(f"  {label} finite_difference batch {batch:>3s}, CPU time: {split['ratio_cpu_time']:.2f} with the "
+                  f"solver, {split['ratio_cpu_time_without_solver_bookkeeping']:.2f} replaying its operator calls "
+                  f"without it")
     if before is not None:
         for batch, r in results["before"]["finite_difference"].items():
             print(f"  before ({args.before}) finite_difference batch {batch:>3s}: {r['ratio']:.2f}, "

@@ -151,9 +151,9 @@ def gmres(
     Args:
         matvec: the operator, mapping a (k, ...) tensor of k samples to (k, ...) sample by sample.
             If it has a keyword parameter ``index``, it is called as ``matvec(v, index=idx)``
-            with only the still-active samples and ``idx`` (int64, their positions in the batch),
-            so finished samples cost no operator work; otherwise it always gets all B samples
-            (what it returns for finished ones is ignored).
+            with only the still-active samples and ``idx`` (int64, their positions in the batch,
+            increasing), so finished samples cost no operator work; otherwise it always gets all
+            B samples (what it returns for finished ones is ignored).
         b: (B, ...) right-hand sides, float32 or float64, any device.
         x0: (B, ...) initial guess (default zeros). The paper uses x0 = g.
         tau: relative residual threshold in (0, 1): a sample stops when ‖r̃_j‖/β < tau.

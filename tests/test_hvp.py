@@ -75,14 +75,15 @@ def test_changing_one_sample_leaves_the_others_products_unchanged(mode: str) -> 
     assert not torch.allclose(products[0][1], products[1][1])
 
 
-def test_operator_on_a_subset_equals_the_full_batch_rows() -> None:
+@pytest.mark.parametrize("mode", ["exact", "finite_difference"])
+def test_operator_on_a_subset_equals_the_full_batch_rows(mode: str) -> None:
     model = tiny_cnn()
     gen = torch.Generator().manual_seed(4)
     x = torch.rand(4, 1, 8, 8, generator=gen, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 3])
     v = torch.randn(4, 1, 8, 8, generator=gen, dtype=torch.float64)
-    matvec, evals = make_hvp_operator(model, x, y, "exact", eta=1e-5)
-    full = matvec(v, index=torch.arange(4))
+    matvec, evals = make_hvp_operator(model, x, y, mode, eta=1e-5, grad_at_x=input_gradient(model, x, y)[1])
+    full = matvec(v, index=torch.arange(4))  # every sample: nothing gathered
     subset = matvec(v[[1, 3]], index=torch.tensor([1, 3]))
     torch.testing.assert_close(subset, full[[1, 3]], **tolerance(torch.float64))
     assert evals() == 2
