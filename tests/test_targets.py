@@ -83,7 +83,7 @@ def test_success_means_prediction_equals_target_when_targeted():
 
 
 def test_autoattack_has_no_targeted_mode_and_says_why(images_8x8):
-    assert targeted_attack_names() == ("FGSM", "PGD", "ASOD", "SOAE")
+    assert targeted_attack_names() == ("FGSM", "PGD", "ASOD", "SOAE", "SOAE-g")  # SOAE-g inherits SOAE's targeted mode
     assert set(targeted_attack_names()) | {"AutoAttack"} == set(ATTACKS)
     reason = targeted_support("AutoAttack")
     assert "untargeted" in reason and "PGD" in reason
