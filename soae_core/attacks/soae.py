@@ -345,7 +345,7 @@ class SOAEWithoutCurvature(SOAE):
 
     name = "SOAE-g"
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, **kwargs) -> None:
+    def __init__(self, model: nn.Module, eps: float = PAPER_EPS, **kwargs) -> None:
         if "direction" in kwargs:
             raise ValueError("SOAEWithoutCurvature fixes direction='gradient'; use SOAE(direction=...) instead")
         super().__init__(model, eps, direction="gradient", **kwargs)
