@@ -227,8 +227,7 @@ class _Operator:
                 result = self.matvec(v.reshape(self.shape), index=self.all_index)
             else:
                 result = self.matvec(v.reshape(self.shape))
-        result = result.reshape(self.batch, -1)
-        return result if result.dtype == self.dtype else result.to(self.dtype)
+        return result.reshape(self.batch, -1).to(self.dtype)
 
     def products_per_sample(self) -> torch.Tensor:
         return self.partial_products + self.full_calls
