@@ -213,11 +213,6 @@ def summarise_metrics(values: dict[str, np.ndarray], mask: np.ndarray) -> dict[s
             "saliency_similarity": summary["saliency_similarity"]}
 
 
-def metric_means(model: nn.Module, clean: torch.Tensor, changed: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    """Means over the images of the image-quality and location metrics of ``changed`` against ``clean``."""
-    return summarise_metrics(metric_values(model, clean, changed, labels), np.ones(clean.shape[0], dtype=bool))
-
-
 def run_block(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, with_metrics: bool) -> BlockRun:
     """``attack`` on one block (x, y) on the model's device; results leave on the CPU (see run_units)."""
     result = attack(x, y)
