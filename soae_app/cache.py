@@ -45,7 +45,7 @@ from torch import nn
 from soae_app import compute, uploads, worker_pool
 from soae_core.analysis import attack_lab, how_soae_works, jobs, krylov_inspector
 from soae_core.analysis.settings import AttackSettings
-from soae_core.data import SampleSet, load_photo, load_samples
+from soae_core.data import load_photo
 from soae_core.device import describe_device, device_from_env, to_cpu
 from soae_core.models import ModelInfo, load_model
 
@@ -93,10 +93,9 @@ def model(info: ModelInfo, dtype_name: str = "float32") -> nn.Module:
     return _model(info.name, dtype_name, weights_version(info), _device_name())
 
 
-@st.cache_resource(show_spinner=False)
-def samples(dataset: str) -> SampleSet:
-    """The bundled sample set of ``dataset`` (shared, read-only)."""
-    return load_samples(dataset)
+# The bundled sample set of a dataset (shared, read-only): the one copy per process that
+# :mod:`soae_app.compute` also uses for work run in this thread.
+samples = compute.samples
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -313,11 +312,7 @@ def compare_ticket(info: ModelInfo, dataset: str, unit: jobs.Job, start: int, st
 transfer_examples = per_model(compute.transfer_examples, what="Transfer examples", heavy=True)
 
 
-def compare_images(dataset: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` bundled images of ``dataset`` and their labels in the class-balanced order."""
-    sample_set = samples(dataset)
-    positions = jobs.image_order(sample_set.labels)[:n]
-    return sample_set.images[positions], sample_set.labels[positions]
+compare_images = compute.compare_images
 
 
 def compare_batch(info: ModelInfo, dataset: str, unit: jobs.Job, start: int, stop: int,
