@@ -13,7 +13,6 @@ from soae_core.analysis.attack_lab import (
     npy_bytes,
     png_bytes,
     run_bundle,
-    transfer_table,
 )
 from soae_core.metrics import PAPER_PSNR_NOTE
 
@@ -112,8 +111,7 @@ others = comparable_models(selection.info)
 if len(others) == 1:
     st.caption("No other model of this dataset is available to test transfer on.")
 else:
-    st.dataframe(transfer_table({i.name: cache.model(i) for i in others}, run, run.outcome(transfer_source),
-                                selection.info.name),
+    st.dataframe(cache.transfer_table(others, run, run.outcome(transfer_source), selection.info.name),
                  column_config={"Fooled": st.column_config.CheckboxColumn(),
                                 "Fooled after rounding": st.column_config.CheckboxColumn()})
     st.caption(f"The {transfer_source} example was computed on {selection.info.name} only; the other rows show "

@@ -19,7 +19,6 @@ from soae_core.analysis.krylov_inspector import (
     error_at,
 )
 from soae_core.analysis.settings import HVP_LABELS, MAX_KRYLOV
-from soae_core.models import list_models
 
 st.title("Krylov Inspector")
 st.markdown("Each SOAE iteration solves **H δ = g** by GMRES in the Krylov space "
@@ -55,7 +54,7 @@ try:
                "(REPRODUCTION.md, 'Why').")
 
     st.header("Ritz values: the Hessian's spectrum", divider="gray")
-    twins = comparison_models(info, list_models())
+    twins = comparison_models(info, cache.zoo())
     compare = st.selectbox("Compare with", ["(none)"] + [m.name for m in twins], index=1 if twins else 0,
                            key="krylov::compare", help="A smooth network (SiLU) has a full-rank, indefinite Hessian.")
     spectrum_dim = st.slider("Largest Krylov dimension", 10, MAX_KRYLOV, 40, step=10, key="krylov::spectrum_dim")

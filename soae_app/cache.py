@@ -31,6 +31,7 @@ computations run in the script thread (cached with ``st.cache_data`` like the re
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from soae_core.analysis import attack_lab, how_soae_works, jobs, krylov_inspecto
 from soae_core.analysis.settings import AttackSettings
 from soae_core.data import load_photo
 from soae_core.device import describe_device, device_from_env, to_cpu
-from soae_core.models import ModelInfo, load_model
+from soae_core.models import ModelInfo, list_models, load_model
 
 
 def weights_version(info: ModelInfo) -> str:
@@ -91,6 +92,20 @@ def model(info: ModelInfo, dtype_name: str = "float32") -> nn.Module:
     """The shared, frozen, eval-mode model of ``info`` in float32 or float64 on :func:`device`
     (ValueError if unavailable)."""
     return _model(info.name, dtype_name, weights_version(info), _device_name())
+
+
+@st.cache_resource(show_spinner=False, ttl=5)
+def _zoo(models_dir: str | None, hub_dir: str) -> list[ModelInfo]:
+    del models_dir, hub_dir  # the cache key: where weights are looked for
+    return list_models()
+
+
+def zoo() -> list[ModelInfo]:
+    """The registry's models (:func:`soae_core.models.list_models`: each reads its weights file's
+    state and model card), re-read at most every 5 s and whenever the places weights are looked
+    for change ($SOAE_MODELS_DIR, torch's hub directory): a newly trained checkpoint appears
+    within 5 s, and a page rerun does not touch the disk once per model. Shared; ModelInfo is frozen."""
+    return _zoo(os.environ.get("SOAE_MODELS_DIR"), torch.hub.get_dir())
 
 
 # The bundled sample set of a dataset (shared, read-only): the one copy per process that
@@ -243,6 +258,24 @@ def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSett
         for ticket in tickets.values():
             if isinstance(ticket, worker_pool.Ticket):
                 ticket.cancel()  # interrupted: drop what nobody else waits for
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _transfer_table(models: tuple[tuple[str, str], ...], device_name: str, clean: np.ndarray, adv: np.ndarray,
+                    label: int, target: int | None, class_names: tuple[str, ...], source: str,
+                    _run: attack_lab.LabRun, _outcome: attack_lab.AttackOutcome) -> pd.DataFrame:
+    nets = {name: _model(name, "float32", version, device_name) for name, version in models}
+    return attack_lab.transfer_table(nets, _run, _outcome, source)
+
+
+def transfer_table(infos: list[ModelInfo], run: attack_lab.LabRun, outcome: attack_lab.AttackOutcome,
+                   source: str) -> pd.DataFrame:
+    """:func:`soae_core.analysis.attack_lab.transfer_table` of ``outcome`` on the models of ``infos``
+    (in this script thread: a few forward passes), cached on the models' names and weights
+    versions, the clean and adversarial images, the label and the target."""
+    return _transfer_table(tuple((i.name, weights_version(i)) for i in infos), _device_name(), run.image,
+                           outcome.adv, run.label, outcome.target, tuple(run.class_names), source,
+                           _run=run, _outcome=outcome)
 
 
 # ---------------------------------------------------------------------------------- Source × target grid

@@ -40,7 +40,7 @@ from soae_core.analysis.settings import (
     widget_values,
 )
 from soae_core.data import SAMPLE_DATASETS, list_photos, load_user_image
-from soae_core.models import DEFAULT_MODEL, MAX_UPLOAD_BYTES, ModelInfo, list_models, upload_architectures
+from soae_core.models import DEFAULT_MODEL, MAX_UPLOAD_BYTES, ModelInfo, upload_architectures
 from soae_core.targets import TARGET_MODE_LABELS, TARGET_MODES
 
 SELECTION_KEY = "soae_lab_selection"
@@ -88,7 +88,7 @@ def ready_selection() -> Selection:
 
 def session_models() -> list[ModelInfo]:
     """The zoo's models, then this session's uploads (your own weights)."""
-    return list_models() + [upload.info for upload in uploads.session_uploads().values()]
+    return cache.zoo() + [upload.info for upload in uploads.session_uploads().values()]
 
 
 def comparable_models(info: ModelInfo) -> list[ModelInfo]:

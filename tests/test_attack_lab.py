@@ -120,3 +120,24 @@ def test_soae_without_curvature_runs_as_a_baseline_with_the_soae_settings(model,
     assert np.abs(no_curvature.perturbation).max() <= 8 / 255 + 1e-6
     assert lab.outcome("SOAE").grad_evals > 3
     assert [v.index for v in lab.iterations] == [0, 1, 2, 3]  # the iterate views stay SOAE's
+
+
+def test_transfer_table_classifies_the_example_on_every_model(model, run):
+    from soae_core.analysis.attack_lab import transfer_table
+    from soae_core.eight_bit import to_8bit
+    from soae_core.metrics import predictions
+
+    torch.manual_seed(5)
+    other = build_model("fmnist-cnn-std").eval().requires_grad_(False)
+    outcome = run.outcome("PGD")
+    table = transfer_table({"source": model, "other": other}, run, outcome, "source")
+    assert list(table.index) == ["source (attacked)", "other"]
+    adv = torch.from_numpy(outcome.adv).unsqueeze(0)
+    for row, net in zip(table.index, (model, other), strict=True):
+        clean_p, adv_p, adv8_p = (int(p) for p in predictions(net, torch.cat(
+            [torch.from_numpy(run.image).unsqueeze(0), adv, to_8bit(adv)])))
+        assert table.loc[row, "On the original"] == CLASSES[clean_p]
+        assert table.loc[row, "On the adversarial image"] == CLASSES[adv_p]
+        assert table.loc[row, "Fooled"] == (adv_p != run.label)
+        assert table.loc[row, "Fooled after rounding"] == (adv8_p != run.label)
+    assert table.loc["source (attacked)", "On the adversarial image"] == CLASSES[outcome.prediction]

@@ -8,6 +8,7 @@ first) and one :class:`IterationView` per SOAE outer iteration for the iteration
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import io
 import json
@@ -330,8 +331,9 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@functools.cache
 def library_versions() -> dict[str, str]:
-    """Versions of soae_core and the libraries that shape the numbers."""
+    """Versions of soae_core and the libraries that shape the numbers (read once per process)."""
     versions = {"soae_core": __version__}
     for package in ("torch", "torchvision", "torchattacks", "numpy", "scikit-image", "streamlit"):
         try:
@@ -360,7 +362,7 @@ def run_bundle(run: LabRun, settings: AttackSettings, model_name: str, image_sou
                      "psnr_db": _finite_or_none(o.psnr_db), "ssim": _finite_or_none(o.ssim), "l2": o.l2,
                      "linf": o.linf, "grad_evals": o.grad_evals, "wall_time_s": o.wall_time_s}
                     for o in run.outcomes],
-        "versions": library_versions(),
+        "versions": dict(library_versions()),
     }
     return json.dumps(document, indent=2).encode("utf-8")
 

@@ -1,0 +1,69 @@
+"""Figures built from plain dicts (soae_app.figures.common.figure_from_spec, built without plotly's
+per-property validation for speed): each validates against plotly's schema and lays out its
+panels as make_subplots would."""
+
+import dataclasses
+
+import plotly.graph_objects as go
+import pytest
+import torch
+from plotly.subplots import make_subplots
+
+from soae_app.figures.attack_lab import loss_figure, perturbation_figure, top5_figure
+from soae_app.figures.common import subplot_row
+from soae_core.analysis.attack_lab import run_lab
+from soae_core.analysis.settings import DEFAULT_SETTINGS
+from soae_core.models import build_model
+
+CLASSES = tuple(f"class {i}" for i in range(10))
+
+
+@pytest.fixture(scope="module")
+def run():
+    torch.manual_seed(0)
+    model = build_model("fmnist-cnn-std").eval().requires_grad_(False)
+    image = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    settings = dataclasses.replace(DEFAULT_SETTINGS, steps=3, hvp="exact", baselines=("FGSM", "PGD"))
+    return run_lab(model, image, 3, settings, "fashion_mnist", CLASSES)
+
+
+@pytest.mark.parametrize("n, spacing", [(1, 0.03), (3, 0.03), (4, 0.08)])
+def test_subplot_row_matches_make_subplots(n, spacing):
+    titles = [f"panel {i}" for i in range(n)]
+    references, entries = subplot_row(titles, spacing)
+    reference = make_subplots(rows=1, cols=n, subplot_titles=titles, horizontal_spacing=spacing).to_dict()["layout"]
+    assert references == [("x" if i == 0 else f"x{i + 1}", "y" if i == 0 else f"y{i + 1}") for i in range(n)]
+    for i in range(n):
+        suffix = "" if i == 0 else str(i + 1)
+        assert entries[f"xaxis{suffix}"]["domain"] == pytest.approx(reference[f"xaxis{suffix}"]["domain"])
+        assert entries[f"xaxis{suffix}"]["anchor"] == reference[f"xaxis{suffix}"]["anchor"]
+        assert entries[f"yaxis{suffix}"]["anchor"] == reference[f"yaxis{suffix}"]["anchor"]
+    ours = sorted((a["text"], round(a["x"], 9), a["y"]) for a in entries["annotations"])
+    theirs = sorted((a["text"], round(a["x"], 9), a["y"]) for a in reference["annotations"])
+    assert ours == theirs
+
+
+def _validated(figure: go.Figure) -> dict:
+    """The figure's dict, after plotly's full validation (raises ValueError on any bad property)."""
+    return go.Figure(figure.to_dict()).to_dict()
+
+
+def test_attack_lab_figures_validate_and_show_every_attack(run):
+    perturbations = _validated(perturbation_figure(run, 0.1))
+    assert [t["type"] for t in perturbations["data"]] == ["heatmap"] * len(run.outcomes)
+    assert [a["text"] for a in perturbations["layout"]["annotations"]] == [o.name for o in run.outcomes]
+    assert perturbations["data"][0]["zmax"] == pytest.approx(0.1 * 255)
+    assert [t["showscale"] for t in perturbations["data"]] == [True] + [False] * (len(run.outcomes) - 1)
+    assert perturbations["layout"]["yaxis2"]["scaleanchor"] == "x2"
+
+    top5 = _validated(top5_figure(run))
+    assert len(top5["data"]) == 1 + len(run.outcomes)
+    assert [t["xaxis"] for t in top5["data"]] == ["x"] + [f"x{i}" for i in range(2, len(run.outcomes) + 2)]
+    original = top5["data"][0]
+    assert list(original["y"])[-1] == CLASSES[run.clean_prediction]  # most probable on top
+    assert all(len(t["y"]) == 5 for t in top5["data"])
+
+    loss = _validated(loss_figure(run.iterations, 1))
+    assert list(loss["data"][0]["y"]) == pytest.approx([v.loss for v in run.iterations])
+    assert list(loss["data"][1]["x"]) == [1]
+    assert loss["layout"]["height"] == 280
