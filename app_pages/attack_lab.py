@@ -103,43 +103,55 @@ def iteration_scrubber(run: LabRun) -> None:
 
 iteration_scrubber(run)
 
-st.subheader("Does it fool the other models? (transfer)")
-successful = [position for position, o in enumerate(run.outcomes) if o.success]
-transfer_source = st.selectbox("Adversarial image of", [o.name for o in run.outcomes], key="lab::transfer",
-                               index=successful[0] if successful else 0)
-others = comparable_models(selection.info)
-if len(others) == 1:
-    st.caption("No other model of this dataset is available to test transfer on.")
-else:
-    st.dataframe(cache.transfer_table(others, run, run.outcome(transfer_source), selection.info.name),
-                 column_config={"Fooled": st.column_config.CheckboxColumn(),
-                                "Fooled after rounding": st.column_config.CheckboxColumn()})
-    st.caption(f"The {transfer_source} example was computed on {selection.info.name} only; the other rows show "
-               "whether it fools models it never saw" + ("" if run.target is None else " (reaching the target)") + ".")
 
-st.subheader("Downloads")
-chosen = st.selectbox("Attack to download", [o.name for o in run.outcomes], key="lab::download")
-outcome = run.outcome(chosen)
-stem = f"{selection.info.name}_{chosen}".replace("/", "-")
-if not outcome.success:
-    st.caption(f"The {chosen} example is not adversarial, so neither is its PNG.")
-elif outcome.success_8bit:
-    st.success(f"The PNG of {chosen} is still adversarial after 8-bit rounding "
-               f"(the model predicts {names[outcome.prediction_8bit]}).", icon=":material/check_circle:")
-else:
-    st.warning(f"Saving {chosen} as an 8-bit PNG undoes the attack: the rounded image is classified "
-               f"{names[outcome.prediction_8bit]}. Use the 8-bit-safe PNG.", icon=":material/warning:")
-left, middle, right, last = st.columns(4)
-left.download_button("Adversarial image (PNG)", png_bytes(outcome.adv), f"{stem}_adversarial.png", "image/png",
-                     on_click="ignore", help="Rounded to 8 bits per pixel (see above); the .npy is exact.")
-middle.download_button("8-bit-safe PNG", png_bytes(outcome.grid_adv), f"{stem}_adversarial_8bit_safe.png",
-                       "image/png", on_click="ignore", disabled=not outcome.success,
-                       help="Projected onto the 8-bit grid inside the ε-ball so that it stays adversarial where "
-                            "possible: " + outcome.grid_note)
-right.download_button("Perturbation δ (.npy)", npy_bytes(outcome.perturbation), f"{stem}_perturbation.npy",
-                      "application/octet-stream", on_click="ignore")
-last.download_button("Parameters & versions (JSON)",
-                     run_bundle(run, selection.settings, selection.info.name, selection.image_source),
-                     f"{selection.info.name}_run.json", "application/json", on_click="ignore")
-if outcome.success:
-    st.caption(f"8-bit-safe PNG: {outcome.grid_note}")
+@st.fragment
+def transfer_section(run: LabRun, selection: Selection) -> None:
+    """Does the chosen example fool the other models? Choosing another attack reruns only this part."""
+    st.subheader("Does it fool the other models? (transfer)")
+    successful = [position for position, o in enumerate(run.outcomes) if o.success]
+    transfer_source = st.selectbox("Adversarial image of", [o.name for o in run.outcomes], key="lab::transfer",
+                                   index=successful[0] if successful else 0)
+    others = comparable_models(selection.info)
+    if len(others) == 1:
+        st.caption("No other model of this dataset is available to test transfer on.")
+    else:
+        st.dataframe(cache.transfer_table(others, run, run.outcome(transfer_source), selection.info.name),
+                     column_config={"Fooled": st.column_config.CheckboxColumn(),
+                                    "Fooled after rounding": st.column_config.CheckboxColumn()})
+        st.caption(f"The {transfer_source} example was computed on {selection.info.name} only; the other rows show "
+                   "whether it fools models it never saw" + ("" if run.target is None else " (reaching the target)") + ".")
+
+
+@st.fragment
+def downloads_section(run: LabRun, selection: Selection) -> None:
+    """The chosen attack's files; choosing another attack reruns only this part."""
+    st.subheader("Downloads")
+    chosen = st.selectbox("Attack to download", [o.name for o in run.outcomes], key="lab::download")
+    outcome = run.outcome(chosen)
+    stem = f"{selection.info.name}_{chosen}".replace("/", "-")
+    if not outcome.success:
+        st.caption(f"The {chosen} example is not adversarial, so neither is its PNG.")
+    elif outcome.success_8bit:
+        st.success(f"The PNG of {chosen} is still adversarial after 8-bit rounding "
+                   f"(the model predicts {run.class_names[outcome.prediction_8bit]}).", icon=":material/check_circle:")
+    else:
+        st.warning(f"Saving {chosen} as an 8-bit PNG undoes the attack: the rounded image is classified "
+                   f"{run.class_names[outcome.prediction_8bit]}. Use the 8-bit-safe PNG.", icon=":material/warning:")
+    left, middle, right, last = st.columns(4)
+    left.download_button("Adversarial image (PNG)", png_bytes(outcome.adv), f"{stem}_adversarial.png", "image/png",
+                         on_click="ignore", help="Rounded to 8 bits per pixel (see above); the .npy is exact.")
+    middle.download_button("8-bit-safe PNG", png_bytes(outcome.grid_adv), f"{stem}_adversarial_8bit_safe.png",
+                           "image/png", on_click="ignore", disabled=not outcome.success,
+                           help="Projected onto the 8-bit grid inside the ε-ball so that it stays adversarial where "
+                                "possible: " + outcome.grid_note)
+    right.download_button("Perturbation δ (.npy)", npy_bytes(outcome.perturbation), f"{stem}_perturbation.npy",
+                          "application/octet-stream", on_click="ignore")
+    last.download_button("Parameters & versions (JSON)",
+                         run_bundle(run, selection.settings, selection.info.name, selection.image_source),
+                         f"{selection.info.name}_run.json", "application/json", on_click="ignore")
+    if outcome.success:
+        st.caption(f"8-bit-safe PNG: {outcome.grid_note}")
+
+
+transfer_section(run, selection)
+downloads_section(run, selection)
