@@ -4,7 +4,7 @@ import streamlit as st
 
 from soae_app import cache
 from soae_app.figures.attack_lab import loss_figure, perturbation_figure, top5_figure
-from soae_app.figures.common import display_image
+from soae_app.figures.common import display_png
 from soae_app.sidebar import Selection, comparable_models, ready_selection
 from soae_core.analysis.attack_lab import (
     EIGHT_BIT_COLUMN,
@@ -27,10 +27,9 @@ def compute_run(selection: Selection) -> LabRun:
     """``run_lab`` on the image (every attack cached on its own), shown with a status box while
     something actually runs; its label says when the attacks wait in the queue."""
     box = st.empty()
-    with box.status(f"Running {', '.join(selection.settings.attack_names)} on {selection.info.name}…") as status:
-        run = cache.lab_run(selection.info, selection.image, selection.label, selection.settings,
-                            on_attack=lambda name: status.write(f"{name}…"),
-                            show=lambda text: status.update(label=text))
+    run = cache.lab_run(selection.info, selection.image, selection.label, selection.settings,
+                        status=lambda: box.status(f"Running {', '.join(selection.settings.attack_names)} on "
+                                                  f"{selection.info.name}…"))
     box.empty()
     return run
 
@@ -52,14 +51,14 @@ for name, reason in run.skipped.items():
     st.info(f"**{name}** is left out: {reason}.")
 
 columns = st.columns(1 + len(run.outcomes))
-columns[0].image(display_image(run.image), caption=f"Original: {names[run.clean_prediction]} "
-                 f"({clean_confidence:.0%})", width="stretch")
+columns[0].image(display_png(run.image), caption=f"Original: {names[run.clean_prediction]} "
+                 f"({clean_confidence:.0%})", width="stretch", output_format="PNG")
 for column, outcome in zip(columns[1:], run.outcomes, strict=False):
     if run.target is None:
         verdict = "fooled ✓" if outcome.success else "not fooled"
     else:
         verdict = "target reached ✓" if outcome.success else "target not reached"
-    column.image(display_image(outcome.adv), width="stretch",
+    column.image(display_png(outcome.adv), width="stretch", output_format="PNG",
                  caption=f"{outcome.name}: {names[outcome.prediction]} "
                          f"({outcome.probabilities[outcome.prediction]:.0%}) — {verdict}")
 
@@ -90,7 +89,7 @@ def iteration_scrubber(run: LabRun) -> None:
     index = st.slider("Outer iteration n (0 = original)", 0, last, last, key=f"lab::scrub::{last}")
     view = run.iterations[index]
     left, right = st.columns([1, 2])
-    left.image(display_image(view.image), width="stretch",
+    left.image(display_png(view.image), width="stretch", output_format="PNG",
                caption=f"n = {index}: {names[view.prediction]} ({view.confidence:.0%})")
     with right:
         st.plotly_chart(loss_figure(run.iterations, index), key="lab::loss")

@@ -4,7 +4,7 @@ attends to before and after, and the spectrum of δ — for the sidebar's image 
 import streamlit as st
 
 from soae_app import cache
-from soae_app.figures.common import display_image
+from soae_app.figures.common import display_png
 from soae_app.figures.perturbation_anatomy import (
     attribution_figure,
     delta_spectrum_figure,
@@ -50,10 +50,10 @@ except ValueError as error:
     st.stop()
 
 columns = st.columns(6)
-columns[0].image(display_image(image, min_size=112), caption=f"Original: {names[anatomy.clean_prediction]}",
-                 width="stretch")
+columns[0].image(display_png(image, min_size=112), caption=f"Original: {names[anatomy.clean_prediction]}",
+                 width="stretch", output_format="PNG")
 for column, attack in zip(columns[1:], anatomy.attacks, strict=False):
-    column.image(display_image(image + attack.perturbation, min_size=112), width="stretch",
+    column.image(display_png(image + attack.perturbation, min_size=112), width="stretch", output_format="PNG",
                  caption=f"{attack.name}: {names[attack.prediction]}")
 
 st.header("Where δ sits: edges", divider="gray")

@@ -57,7 +57,7 @@ middle.metric("Reached after 8-bit rounding", f"{kept} of {grid.pairs}",
 right.metric("Gradient evaluations per image", grid.grad_evals)
 st.caption("Frames: **green** — target reached (also after 8-bit rounding); **yellow** — reached, but rounding to "
            "8 bits undoes it; **red** — not reached; grey — the original image.")
-st.image(grid_picture(grid, info.class_names), width="stretch")
+st.image(grid_picture(grid, info.class_names), width="stretch", output_format="PNG")
 table = grid.table(info.class_names)
 with st.expander("The grid as a table"):
     st.dataframe(table)

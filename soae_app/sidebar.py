@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from soae_app import cache, uploads
-from soae_app.figures.common import display_image
+from soae_app.figures.common import display_png
 from soae_core import __version__
 from soae_core.analysis.common import class_probabilities
 from soae_core.analysis.settings import (
@@ -166,9 +166,9 @@ def _pick_sample(info: ModelInfo) -> tuple[np.ndarray, int, str]:
                           bind=BIND, required=True)
     example = st.slider("Example of this class", 1, per_class, 1, key="ex", bind=BIND)
     chosen = sample_set.class_names.index(class_name)
-    gallery = [display_image(sample_set.images[by_class[c][example - 1]].numpy(), min_size=28)
+    gallery = [display_png(sample_set.images[by_class[c][example - 1]].numpy(), min_size=28)
                for c in range(len(by_class))]
-    st.image(gallery, caption=list(sample_set.class_names), width=70)
+    st.image(gallery, caption=list(sample_set.class_names), width=70, output_format="PNG")
     st.caption(f"Example {example} of every class. Pick a class and an example above.")
     index = int(by_class[chosen][example - 1])
     return (sample_set.images[index].numpy(), int(labels[index]),

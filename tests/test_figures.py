@@ -67,3 +67,20 @@ def test_attack_lab_figures_validate_and_show_every_attack(run):
     assert list(loss["data"][0]["y"]) == pytest.approx([v.loss for v in run.iterations])
     assert list(loss["data"][1]["x"]) == [1]
     assert loss["layout"]["height"] == 280
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_display_png_is_the_enlarged_image_losslessly(shape):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from soae_app.figures.common import display_image, display_png
+
+    image = np.random.default_rng(0).random(shape, dtype=np.float32)
+    decoded = Image.open(io.BytesIO(display_png(image)))
+    assert decoded.format == "PNG"
+    expected = (display_image(image) * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(decoded), expected)
+    assert min(expected.shape[:2]) >= 168

@@ -3,10 +3,13 @@ the layout, images enlarged for display and the scale of δ."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
 
 # Colour-blind-safe (Okabe–Ito) colours, readable on a projector.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
@@ -17,12 +20,25 @@ ATTACK_COLOURS = {"SOAE": PALETTE[0], "FGSM": PALETTE[1], "PGD": PALETTE[2], "Au
 
 
 def display_image(image: np.ndarray, min_size: int = 168) -> np.ndarray:
-    """(C, H, W) in [0, 1] → (H', W') or (H', W', 3) for ``st.image``, enlarged by pixel
-    repetition (crisp pixels, no blur) until the short side is at least ``min_size``."""
+    """(C, H, W) in [0, 1] → (H', W') or (H', W', 3), enlarged by pixel repetition (crisp pixels,
+    no blur) until the short side is at least ``min_size``."""
     array = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
     factor = max(1, int(np.ceil(min_size / min(array.shape[-2:]))))
     array = array.repeat(factor, axis=-2).repeat(factor, axis=-1)
     return array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def display_png(image: np.ndarray, min_size: int = 168) -> bytes:
+    """:func:`display_image` as 8-bit PNG bytes, for ``st.image(..., output_format="PNG")``.
+
+    Lossless on purpose: given an array, ``st.image`` sends a JPEG, whose artefacts blur the
+    enlarged pixels and distort a perturbation of a few /255 — the very thing shown. Cached (the
+    same image is drawn on every rerun of every session), so a rerun encodes nothing."""
+    array = (display_image(image, min_size) * 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def figure_from_spec(data: list[dict[str, Any]], layout_spec: dict[str, Any], height: int) -> go.Figure:
