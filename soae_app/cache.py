@@ -74,11 +74,6 @@ def device_label() -> str:
     return describe_device(device())
 
 
-def batch(image: np.ndarray, net: nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The image (C, H, W) as a batch (1, C, H, W) of ``dtype`` on ``net``'s device."""
-    return compute.batch(image, net, dtype)
-
-
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
 def _model(name: str, dtype_name: str, version: str, device_name: str) -> nn.Module:
     del version  # part of the cache key only
@@ -226,7 +221,7 @@ def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSett
     are targeted), so they run side by side; ``run_lab`` then collects them in order. While one
     waits, ``show(text)`` gets its place in the queue (see :func:`wait_for`)."""
     net = model(info)
-    x = batch(image, net)
+    x = compute.batch(image, net)
     target = attack_lab.lab_target(net, x, label, settings, info.class_names)
     tickets = _attack_tickets(info, image, label, {name: (settings.attack_kwargs(name, info.dataset), target)
                                                    for name in settings.attack_names}, session())
