@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from soae_core.attacks import PGD
+from soae_core.attacks.counting import CountingModel
 from soae_core.data import load_samples
 from soae_core.eight_bit import to_8bit
 from soae_core.models import load_model
@@ -105,25 +106,13 @@ def test_models_of_different_shapes_or_classes_are_refused(zoo):
         transfer_matrix(zoo, images, torch.tensor([0, 1]), "PGD", {"eps": 0.1}, sources=("nope",))
 
 
-class _Counting(torch.nn.Module):
-    """A model that counts the images it is shown."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model, self.seen = model, 0
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        self.seen += images.shape[0]
-        return self.model(images)
-
-
 def test_each_model_sees_each_input_once(zoo):
     samples = load_samples("fashion_mnist")
     images, labels = samples.images[:6], samples.labels[:6]
-    counting = {name: _Counting(model) for name, model in zoo.items()}
+    counting = {name: CountingModel(model) for name, model in zoo.items()}
     transfer_matrix(counting, images, labels, "PGD", {"eps": 0.1}, craft=lambda source: images.flip(0))
     # the clean images once, then each source's examples and their 8-bit rounding once
-    assert [m.seen for m in counting.values()] == [6 + len(NAMES) * 2 * 6] * len(NAMES)
-    counting = {name: _Counting(model) for name, model in zoo.items()}
+    assert [m.forward_images for m in counting.values()] == [6 + len(NAMES) * 2 * 6] * len(NAMES)
+    counting = {name: CountingModel(model) for name, model in zoo.items()}
     transfer_verdicts(counting, images[:1], images[1:2], int(labels[0]))
-    assert [m.seen for m in counting.values()] == [3] * len(NAMES)
+    assert [m.forward_images for m in counting.values()] == [3] * len(NAMES)
