@@ -112,6 +112,13 @@ def test_autoattack_has_no_targeted_mode_and_says_why(images_8x8):
         PGD(tiny_cnn(), targeted="yes")
 
 
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+@pytest.mark.parametrize("value", ["yes", 1, 0, None, np.True_])
+def test_every_attack_refuses_a_targeted_that_is_not_a_bool(name, value):
+    with pytest.raises(ValueError, match=rf"targeted must be True or False, got {value!r}"):
+        ATTACKS[name](tiny_cnn(), eps=0.1, targeted=value)
+
+
 @pytest.mark.parametrize("make", [
     lambda m: FGSM(m, eps=0.2, targeted=True),
     lambda m: PGD(m, eps=0.2, steps=10, alpha=0.05, targeted=True),
