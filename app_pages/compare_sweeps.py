@@ -88,7 +88,7 @@ with tab_attacks:
                 compare.ACCURACY_8BIT: st.column_config.NumberColumn(
                     format="percent", help="Accuracy on the same adversarial images rounded to 8 bits per pixel, as a "
                                            "saved PNG holds them; rounding can undo borderline attacks."),
-            })
+            }, placeholder=compare.NOT_APPLICABLE)
             st.plotly_chart(budget_figure(budget, accuracy.loc[compare.CLEAN_ROW, "Accuracy"]), key="compare::budget")
             st.caption("Each point is the accuracy after one step of an attack, placed at the gradient evaluations it "
                        "has spent per image (SOAE: one gradient plus one per Hessian-vector product). A curve lower "
@@ -100,7 +100,7 @@ with tab_attacks:
                     format="%.1f", help=PAPER_PSNR_NOTE),
                 "SSIM": st.column_config.NumberColumn(format="%.3f"),
                 "L∞ (×1/255)": st.column_config.NumberColumn(format="%.2f"),
-            })
+            }, placeholder=compare.NOT_APPLICABLE)
             tables = {"accuracy": accuracy, "quality": quality, "budget": budget}
             columns = st.columns(4)
             csv_button(columns[0], accuracy, "Accuracy", "accuracy")

@@ -11,8 +11,8 @@ browsers; each session records where it landed. Load average before and after ev
 machine is shared: compare the rounds of one run, not runs of different days).
 
 The classroom benchmark (``bench/bench_classroom.py``, branch ``classroom``) defines the same burst
-on one server; this one drives it through the proxy with the affinity-aware client of
-``soae_app/affinity_client.py``.
+on one server; this one drives it through the proxy with the client of
+``soae_app/protocol.py``, sending the affinity cookie.
 
 Run: ``.venv/bin/python bench/bench_replicas.py [--students 30] [--rounds 1,2,2,1]
 [--server-arg=--runner.postScriptGC=false]``; results go to bench/results/replicas.json.
@@ -33,7 +33,7 @@ from typing import Any
 
 from common import machine, write_result
 
-from soae_app.affinity_client import AffinitySession, PageRun, first_visit
+from soae_app.protocol import PageRun, Session, first_visit
 from soae_app.replicas import spawn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,10 +85,10 @@ def cookie_for_each_replica(url: str, addresses: list[str], tries: int = 200) ->
 
 async def burst(url: str, queries: list[dict[str, str]]) -> dict[str, Any]:
     """Every query's session opens at once and runs the page cold, then again (warm)."""
-    sessions = [AffinitySession(url) for _ in queries]
+    sessions = [Session(url) for _ in queries]
     await asyncio.gather(*(s.open() for s in sessions))
 
-    async def student(session: AffinitySession, query: dict[str, str]) -> tuple[PageRun, PageRun]:
+    async def student(session: Session, query: dict[str, str]) -> tuple[PageRun, PageRun]:
         return await session.run(PAGE, query), await session.run(PAGE, query)
 
     before, start = load(), time.perf_counter()
@@ -111,14 +111,14 @@ async def one_round(count: int, students: int, seed: int, server_args: list[str]
         warm_up = queries[students + 1:]  # images nobody in the burst uses
 
         async def warm(cookie: str, query: dict[str, str]) -> None:
-            async with AffinitySession(deployment.url, cookie) as session:
+            async with Session(deployment.url, cookie=cookie) as session:
                 run = await session.run(PAGE, query)
                 if not run.clean:
                     raise RuntimeError(f"warm-up failed: {run}")
 
         cookies = cookie_for_each_replica(deployment.url, addresses)
         await asyncio.gather(*(warm(c, q) for c, q in zip(cookies.values(), warm_up, strict=False)))
-        async with AffinitySession(deployment.url) as session:
+        async with Session(deployment.url) as session:
             alone = await session.run(PAGE, queries[students])
         result["single_cold_s"] = alone.seconds
         result["burst"] = await burst(deployment.url, queries[:students])

@@ -22,8 +22,8 @@ from pathlib import Path
 from common import machine, write_result
 from playwright.sync_api import sync_playwright
 
-from soae_app.affinity_client import first_visit
 from soae_app.headless import CHROMIUM, CHROMIUM_ARGS
+from soae_app.protocol import first_visit
 from soae_app.replicas import AFFINITY_COOKIE, spawn
 
 ROOT = Path(__file__).resolve().parents[1]

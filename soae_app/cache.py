@@ -75,11 +75,6 @@ def device_label() -> str:
     return describe_device(device())
 
 
-def batch(image: np.ndarray, net: nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The image (C, H, W) as a batch (1, C, H, W) of ``dtype`` on ``net``'s device."""
-    return compute.batch(image, net, dtype)
-
-
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
 def _model(name: str, dtype_name: str, version: str, device_name: str) -> nn.Module:
     del version  # part of the cache key only

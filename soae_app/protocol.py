@@ -9,6 +9,11 @@ sends ``BackMsg(rerun_script=ClientState(...))`` and reads ``ForwardMsg``s until
 ``script_finished``. ``context_info.url`` must be the page URL *without* the query string (as a
 browser sends it): with the query in it, URL-bound widgets silently keep their defaults.
 Errors show in the stream as ``exception`` elements and ``alert`` elements of format ERROR.
+
+Through ``./lab serve`` (replicas behind nginx) a client acts as a browser does: :func:`first_visit`
+GETs the page and keeps the affinity cookie the proxy sets, a :class:`Session` made with that
+``cookie`` sends it with its websocket, and ``Session.replica`` is the replica the proxy named in
+its ``X-Soae-Replica`` header (replica test and benchmark).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import hashlib
 import io
 import json
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,8 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ClientState_pb2 import ClientState, ContextInfo
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState, WidgetStates
+
+from soae_app.replicas import AFFINITY_COOKIE, REPLICA_HEADER
 
 ALERT_ERROR = 1  # Alert.Format.ERROR
 FINISHED_STATUSES = {ForwardMsg.FINISHED_SUCCESSFULLY: "ok", ForwardMsg.FINISHED_WITH_COMPILE_ERROR: "compile error",
@@ -117,30 +125,66 @@ def widget_key(widget_id: str) -> str:
     return parts[2] if len(parts) == 3 and parts[2] != "None" else widget_id
 
 
-class Session:
-    """One Streamlit session over a websocket. Use ``async with Session(base_url) as s``."""
+def answering_replica(header: str | None) -> str | None:
+    """The replica that answered, from the proxy's ``X-Soae-Replica`` header (after a failed try
+    nginx lists every one it tried: "a, b"); None without the header."""
+    return header.split(",")[-1].strip() if header else None
 
-    def __init__(self, base_url: str, timeout_s: float = 600) -> None:
+
+def first_visit(base_url: str, cookie: str | None = None, timeout_s: float = 60) -> tuple[str | None, str | None]:
+    """GET the page as a browser's first request does; returns (the affinity cookie "name=value"
+    the proxy set, else the one sent; the replica that answered)."""
+    request = urllib.request.Request(base_url.rstrip("/") + "/", headers={"Cookie": cookie} if cookie else {})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        response.read()
+        replica = answering_replica(response.headers.get(REPLICA_HEADER))
+        for value in response.headers.get_all("Set-Cookie") or []:
+            if value.startswith(f"{AFFINITY_COOKIE}="):
+                cookie = value.split(";", 1)[0]
+    return cookie, replica
+
+
+class Session:
+    """One Streamlit session over a websocket. Use ``async with Session(base_url) as s``, or
+    :meth:`open` and :meth:`close` for a session kept across tasks.
+
+    cookie: a "name=value" Cookie header to send (the affinity cookie of :func:`first_visit`, so
+    the websocket follows the page to its replica behind ``./lab serve``). ``replica``: after
+    opening, the replica the proxy named (None without a proxy)."""
+
+    def __init__(self, base_url: str, timeout_s: float = 600, cookie: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.cookie = cookie
         self.socket = None
+        self.replica: str | None = None
         self.widgets: dict[str, Widget] = {}
 
-    async def __aenter__(self) -> Session:
+    async def open(self) -> Session:
+        """Open the websocket (sending the page's Origin and the cookie, as a browser does)."""
         url = self.base_url.replace("http", "ws", 1) + "/_stcore/stream"
         self.socket = await websockets.connect(url, subprotocols=["streamlit"], max_size=None,
                                                origin=self.base_url, open_timeout=self.timeout_s,
-                                               ping_interval=None)
+                                               ping_interval=None,
+                                               additional_headers={"Cookie": self.cookie} if self.cookie else None)
+        self.replica = answering_replica(self.socket.response.headers.get(REPLICA_HEADER))
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def close(self) -> None:
         await self.socket.close()
+
+    async def __aenter__(self) -> Session:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def run(self, page: str = "", query: dict[str, Any] | None = None,
                   widgets: dict[str, Any] | None = None) -> PageRun:
         """Rerun the script on ``page`` (URL path, "" for the default page) with the URL
         ``query`` and the given widget values (by user key; the widget must have been drawn by
-        an earlier run of this session). Returns when the run has finished."""
+        an earlier run of this session). Returns when the run has finished, or with status
+        "timeout" after ``timeout_s``; raises websockets' ConnectionClosed if the server goes away."""
         query_string = urlencode(query or {}, doseq=True)
         state = ClientState(query_string=query_string, page_name=page,
                             context_info=ContextInfo(url=f"{self.base_url}/{page}", timezone="UTC", locale="en-GB"))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from soae_app import cache, uploads
+from soae_app import cache, compute, uploads
 from soae_app.figures.common import display_png
 from soae_core import __version__
 from soae_core.analysis.common import class_probabilities
@@ -151,7 +151,7 @@ def _pick_model() -> ModelInfo:
 def _pick_true_label(info: ModelInfo, image: np.ndarray, source_id: str) -> int:
     """For photos and uploads: the true label, the model's prediction by default."""
     net = cache.model(info)
-    predicted = int(np.argmax(class_probabilities(net, cache.batch(image, net))))
+    predicted = int(np.argmax(class_probabilities(net, compute.batch(image, net))))
     return st.selectbox("True label", range(info.num_classes), index=predicted, key=f"label::{source_id}",
                         format_func=lambda i: info.class_names[i],
                         help="The attack pushes the image away from this class. Default: the model's prediction.")

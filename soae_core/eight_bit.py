@@ -110,7 +110,11 @@ def _margin(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             targets: torch.Tensor | None) -> torch.Tensor:
     """(N,) > 0 where the attack's goal holds: target logit over the best other (targeted) or the best
     wrong logit over the true one (untargeted)."""
-    logits = model(images)
+    return _logit_margin(model(images), labels, targets)
+
+
+def _logit_margin(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    """:func:`_margin` from logits (N, classes) already computed."""
     goal = labels if targets is None else targets
     goal_logit = logits.gather(1, goal[:, None])[:, 0]
     others = logits.scatter(1, goal[:, None], -torch.inf).amax(dim=1)
@@ -159,6 +163,12 @@ def project_to_8bit(model: nn.Module, clean: torch.Tensor, adv: torch.Tensor, la
     def succeeded(images: torch.Tensor) -> torch.Tensor:
         return attack_succeeded(predictions(model, images), labels, targets)
 
+    def margin_and_success(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The goal's margin (N,) and success (N,) bool of ``images``, from one forward pass."""
+        with torch.no_grad():
+            logits = model(images)
+        return _logit_margin(logits, labels, targets), attack_succeeded(logits.argmax(dim=1), labels, targets)
+
     def clip(images: torch.Tensor) -> torch.Tensor:
         return torch.minimum(torch.maximum(images, low), high)
 
@@ -167,7 +177,7 @@ def project_to_8bit(model: nn.Module, clean: torch.Tensor, adv: torch.Tensor, la
 
     before = succeeded(adv)
     rounded = clip(to_8bit(adv))
-    nearest = succeeded(rounded)
+    margin, nearest = margin_and_success(rounded)
     done = nearest | ~before
     method = ["nearest rounding" if ok else "not adversarial before rounding" for ok in nearest.tolist()]
     grad_evals = 0
@@ -180,13 +190,12 @@ def project_to_8bit(model: nn.Module, clean: torch.Tensor, adv: torch.Tensor, la
         directed = torch.where(slope > 0, torch.ceil(scaled), torch.where(slope < 0, torch.floor(scaled),
                                                                          torch.round(scaled)))
         current = torch.where(per_image(done), rounded, clip(directed / LEVELS))
-        newly = ~done & succeeded(current)
+        margin, success = margin_and_success(current)
+        newly = ~done & success
         method = ["directed rounding" if hit else m for m, hit in zip(method, newly.tolist(), strict=True)]
         done = done | newly
     # Images still undone: signed one-level steps on the grid, keeping the highest-margin point.
-    best = current.clone()
-    with torch.no_grad():
-        best_margin = _margin(model, current, labels, targets)
+    best, best_margin = current.clone(), margin
     for step in range(1, max_steps + 1):
         if bool(done.all()):
             break
@@ -194,9 +203,8 @@ def project_to_8bit(model: nn.Module, clean: torch.Tensor, adv: torch.Tensor, la
         slope = _margin_gradient(model, current, labels, targets)
         stepped = torch.round(clip(current + slope.sign() / LEVELS) * LEVELS) / LEVELS
         current = torch.where(per_image(done), current, stepped)
-        with torch.no_grad():
-            margin = _margin(model, current, labels, targets)
-        newly = ~done & succeeded(current)
+        margin, success = margin_and_success(current)
+        newly = ~done & success
         better = ~done & ((margin > best_margin) | newly)
         best = torch.where(per_image(better), current, best)
         best_margin = torch.where(better, margin, best_margin)

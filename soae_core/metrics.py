@@ -37,16 +37,21 @@ EDGE_METHODS = ("canny", "sobel")
 ATTRIBUTION_METHODS = ("saliency", "integrated_gradients")
 
 
-def predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """The model's classes (N,) int64 for images (N, C, H, W) in [0, 1], in batches without gradients.
+def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The model's logits (N, classes) for images (N, C, H, W) in [0, 1], in batches without gradients.
 
-    The batches go to the model's device and the classes come back to the images' device, so a
+    The batches go to the model's device and the logits come back to the images' device, so a
     model on a GPU can judge images held on the CPU (transfer to every model of the app)."""
     batch_size = check_int("batch_size", batch_size)
     where = next(model.parameters(), images).device
     with torch.no_grad():
-        return torch.cat([model(images[i:i + batch_size].to(where)).argmax(dim=1)
-                          for i in range(0, images.shape[0], batch_size)]).to(images.device)
+        return torch.cat([model(images[i:i + batch_size].to(where)).to(images.device)
+                          for i in range(0, images.shape[0], batch_size)])
+
+
+def predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The model's classes (N,) int64 for images (N, C, H, W) in [0, 1]: the argmax of :func:`logits`."""
+    return logits(model, images, batch_size).argmax(dim=1)
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:

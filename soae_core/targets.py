@@ -61,15 +61,24 @@ def choose_targets(rule: TargetRule, model: nn.Module, images: torch.Tensor, lab
     """Target classes (N,) int64 for images (N, C, H, W) in [0, 1] with true ``labels`` (N,).
 
     None for ``untargeted``. ``least_likely`` takes one forward pass of ``model`` on the clean
-    images. Raises ValueError when a chosen target is out of range or equals an image's true
-    class (naming both), so nothing is attacked towards its own class.
+    images; the other modes take the number of classes from ``class_names`` (the model's class
+    names, one per logit), or without them from one forward pass on the first image. Raises
+    ValueError when a chosen target is out of range or equals an image's true class (naming
+    both), so nothing is attacked towards its own class.
     """
     if not rule.targeted:
         return None
     labels = torch.as_tensor(labels, dtype=torch.long, device=images.device)
-    with torch.no_grad():
-        logits = model(images)
-    num_classes = int(logits.shape[1])
+    if rule.mode == "least_likely":
+        with torch.no_grad():
+            masked = model(images).clone()
+        masked[torch.arange(labels.numel(), device=labels.device), labels] = torch.inf
+        return masked.argmin(dim=1)
+    if class_names is not None:
+        num_classes = len(class_names)
+    else:
+        with torch.no_grad():
+            num_classes = int(model(images[:1]).shape[1])
     if rule.mode == "chosen":
         if rule.target >= num_classes:
             raise ValueError(f"target class must be in [0, {num_classes - 1}], got {rule.target}")
@@ -79,10 +88,6 @@ def choose_targets(rule: TargetRule, model: nn.Module, images: torch.Tensor, lab
             raise ValueError(f"target class {_class_name(rule.target, class_names)} is the true class of {which}; "
                              "a targeted attack needs a different class — choose another target")
         return torch.full_like(labels, rule.target)
-    if rule.mode == "least_likely":
-        masked = logits.detach().clone()
-        masked[torch.arange(labels.numel(), device=labels.device), labels] = torch.inf
-        return masked.argmin(dim=1)
     generator = torch.Generator().manual_seed(rule.seed)
     offsets = torch.randint(1, num_classes, (labels.numel(),), generator=generator).to(labels.device)
     return (labels + offsets) % num_classes

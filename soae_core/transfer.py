@@ -24,28 +24,29 @@ from torch import nn
 
 from soae_core.attacks import make_attack
 from soae_core.eight_bit import to_8bit
-from soae_core.metrics import accuracy, predictions
+from soae_core.metrics import logits, predictions
 from soae_core.targets import attack_succeeded
 from soae_core.validation import check_images
 
 Progress = Callable[[int, int, str], None]
 
 
-def _check_models(models: Mapping[str, nn.Module], images: torch.Tensor) -> int:
-    """ValueError unless there is a model and all give the same number of classes on ``images``."""
+def _model_logits(models: Mapping[str, nn.Module], images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each model's logits (N, classes) on ``images`` (one pass per model); ValueError unless there
+    is a model, every model can classify the images and all give the same number of classes."""
     if not models:
         raise ValueError("models must name at least one model")
-    counts = {}
+    outputs = {}
     for name, model in models.items():
-        with torch.no_grad():
-            try:
-                counts[name] = int(model(images[:1]).shape[1])
-            except RuntimeError as exc:
-                raise ValueError(f"model {name!r} cannot classify images of shape {tuple(images.shape[1:])}: "
-                                 f"{str(exc).splitlines()[0][:160]}") from None
+        try:
+            outputs[name] = logits(model, images)
+        except RuntimeError as exc:
+            raise ValueError(f"model {name!r} cannot classify images of shape {tuple(images.shape[1:])}: "
+                             f"{str(exc).splitlines()[0][:160]}") from None
+    counts = {name: int(output.shape[1]) for name, output in outputs.items()}
     if len(set(counts.values())) > 1:
         raise ValueError(f"all models must have the same classes to compare transfer; got class counts {counts}")
-    return next(iter(counts.values()))
+    return outputs
 
 
 @dataclass
@@ -73,12 +74,11 @@ def transfer_verdicts(models: Mapping[str, nn.Module], clean: torch.Tensor, adv:
     if clean.shape[0] != 1 or clean.shape != adv.shape:
         raise ValueError(f"clean and adv must each hold one image of the same shape, got {tuple(clean.shape)} "
                          f"and {tuple(adv.shape)}")
-    _check_models(models, clean)
     labels = torch.tensor([label], device=adv.device)
     targets = None if target is None else torch.tensor([target], device=adv.device)
     verdicts = []
-    for name, model in models.items():
-        clean_p, adv_p, adv8_p = predictions(model, torch.cat([clean, adv, to_8bit(adv)]))
+    for name, outputs in _model_logits(models, torch.cat([clean, adv, to_8bit(adv)])).items():
+        clean_p, adv_p, adv8_p = outputs.argmax(dim=1)
         verdicts.append(TransferVerdict(
             model=name, clean_prediction=int(clean_p), prediction=int(adv_p), prediction_8bit=int(adv8_p),
             fooled=bool(attack_succeeded(adv_p[None], labels, targets)),
@@ -136,6 +136,11 @@ class TransferMatrix:
         return self.long_table().to_csv(index=False).encode("utf-8")
 
 
+def _share(mask: torch.Tensor) -> float:
+    """The share in [0, 1] of True in ``mask`` (N,)."""
+    return float(mask.double().mean())
+
+
 def adversarial_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, attack_name: str,
                          attack_kwargs: dict[str, Any], targets: torch.Tensor | None = None) -> torch.Tensor:
     """Attack ``attack_name`` with ``attack_kwargs`` run on ``model``: adversarial images (N, C, H, W)
@@ -164,7 +169,7 @@ def transfer_matrix(models: Mapping[str, nn.Module], images: torch.Tensor, label
     labels = torch.as_tensor(labels, dtype=torch.long, device=images.device)
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
-    _check_models(models, images)
+    clean_logits = _model_logits(models, images)
     names = tuple(models)
     sources = names if sources is None else tuple(sources)
     unknown = [s for s in sources if s not in models]
@@ -173,20 +178,19 @@ def transfer_matrix(models: Mapping[str, nn.Module], images: torch.Tensor, label
     if craft is None:
         def craft(source: str) -> torch.Tensor:
             return adversarial_examples(models[source], images, labels, attack_name, attack_kwargs, targets)
-    clean_accuracy = np.array([accuracy(models[t], images, labels) for t in names])
+    clean_accuracy = np.array([_share(clean_logits[t].argmax(dim=1) == labels) for t in names])
     shape = (len(sources), len(names))
     robust, robust_8bit = np.zeros(shape), np.zeros(shape)
     hit, hit_8bit = (np.zeros(shape), np.zeros(shape)) if targets is not None else (None, None)
     for i, source in enumerate(sources):
         adv = craft(source)
-        adv_8bit = to_8bit(adv)
+        both = torch.cat([adv, to_8bit(adv)])  # each target model sees the examples and their rounding at once
         for j, target in enumerate(names):
-            classes, classes_8bit = predictions(models[target], adv), predictions(models[target], adv_8bit)
-            robust[i, j] = float((classes == labels).double().mean())
-            robust_8bit[i, j] = float((classes_8bit == labels).double().mean())
+            classes, classes_8bit = predictions(models[target], both).split(len(adv))
+            robust[i, j], robust_8bit[i, j] = _share(classes == labels), _share(classes_8bit == labels)
             if targets is not None:
-                hit[i, j] = float(attack_succeeded(classes, labels, targets).double().mean())
-                hit_8bit[i, j] = float(attack_succeeded(classes_8bit, labels, targets).double().mean())
+                hit[i, j] = _share(attack_succeeded(classes, labels, targets))
+                hit_8bit[i, j] = _share(attack_succeeded(classes_8bit, labels, targets))
         if progress is not None:
             progress(i + 1, len(sources), source)
     return TransferMatrix(sources=sources, targets=names, n=int(images.shape[0]), attack=attack_name,

@@ -1,12 +1,16 @@
-"""Shared fixtures: tiny deterministic models for engine tests (no files, no training), and for
-the app tests a temporary folder of untrained checkpoints and the check that a page ran cleanly."""
+"""Shared fixtures: tiny deterministic models for engine tests (no files, no training), random
+Fashion-MNIST files for the training tests, and for the app tests a temporary folder of untrained
+checkpoints and the check that a page ran cleanly."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from dataset_files import write_idx_dataset
 from torch import nn
 
 # One intra-op thread: on the 2-core machines two torch threads were 5-10x slower whenever
@@ -63,6 +67,19 @@ def images_8x8() -> torch.Tensor:
     gen = torch.Generator().manual_seed(1)
     return torch.rand(6, 1, 8, 8, generator=gen, dtype=torch.float64)
 
+
+
+@pytest.fixture
+def fashion_mnist_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[int, int], Path]:
+    """For the training tests: call it as (n_train, n_test) to write that many random images and
+    labels in <data>/FashionMNIST/raw (torchvision's layout) under tmp_path and point
+    SOAE_DATA_DIR at <data>; returns <data>."""
+    def write(n_train: int, n_test: int) -> Path:
+        data_dir = tmp_path / "data"
+        write_idx_dataset(data_dir / "FashionMNIST" / "raw", n_train=n_train, n_test=n_test)
+        monkeypatch.setenv("SOAE_DATA_DIR", str(data_dir))
+        return data_dir
+    return write
 
 # ---------------------------------------------------------------------------------- app tests
 @pytest.fixture(scope="module")

@@ -117,6 +117,9 @@ def test_compare_with_defaults_runs_fgsm_pgd_soae_and_soae_without_curvature():
                                       "Gradient evals / image", "Time (s)"]
     assert (accuracy["Images"] == 20).all()
     assert accuracy.loc["PGD", "Gradient evals / image"] == 20
+    # the clean row has no Fooled or Time: the tables show a dash there, not "None"
+    assert accuracy.loc[compare.CLEAN_ROW, ["Fooled", "Time (s)"]].isna().all()
+    assert [frame.proto.placeholder for frame in app.dataframe] == [compare.NOT_APPLICABLE] * 2
     assert list(quality.index) == ["FGSM", "PGD", "SOAE", "SOAE-g"]
     assert (quality["L∞ (×1/255)"] <= 8 + 1e-3).all()
     assert len(app.get("download_button")) == 4

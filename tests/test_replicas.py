@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from soae_app.affinity_client import AffinitySession, answering_replica, first_visit
 from soae_app.headless import free_port
+from soae_app.protocol import Session, answering_replica, first_visit
 from soae_app.replicas import (
     AFFINITY_COOKIE,
     COOKIE_SECRET_ENV,
@@ -159,7 +159,7 @@ def test_browsers_behind_one_address_spread_and_each_sticks_to_its_replica(clust
 LIGHT = {"N": "1", "cmp": "FGSM"}
 
 
-async def _run_until(session: AffinitySession, stop: asyncio.Event, runs: list, query: dict) -> BaseException | None:
+async def _run_until(session: Session, stop: asyncio.Event, runs: list, query: dict) -> BaseException | None:
     """Rerun the Attack Lab until ``stop`` is set, appending (finish time, PageRun); returns the error that ended it."""
     try:
         while not stop.is_set():
@@ -182,7 +182,7 @@ async def _burst_with_a_failure(cluster: Deployment) -> None:
         cookie, replica = first_visit(cluster.url)
         if len(students[replica]) < 2:
             students[replica].append(cookie)
-    sessions = {a: [await AffinitySession(cluster.url, c, timeout_s=240).open() for c in cookies]
+    sessions = {a: [await Session(cluster.url, timeout_s=240, cookie=c).open() for c in cookies]
                 for a, cookies in students.items()}
     for address, group in sessions.items():
         assert [s.replica for s in group] == [address] * 2  # the websocket follows the page's replica
@@ -217,7 +217,7 @@ async def _burst_with_a_failure(cluster: Deployment) -> None:
     orphans = [first_visit(cluster.url, cookie) for cookie in students[victim["address"]]]
     assert [replica for _, replica in orphans] == [survivor] * 2
     for cookie, _ in newcomers[:2] + orphans:
-        session = await AffinitySession(cluster.url, cookie, timeout_s=240).open()
+        session = await Session(cluster.url, timeout_s=240, cookie=cookie).open()
         assert session.replica == survivor
         result = await session.run("", LIGHT)
         assert result.clean, result

@@ -10,6 +10,7 @@ from conftest import tiny_cnn
 
 from soae_core.analysis.target_grid import one_image_per_class, source_target_grid
 from soae_core.attacks import ASOD, ATTACKS, FGSM, PGD, SOAE, AutoAttack
+from soae_core.attacks.counting import CountingModel
 from soae_core.data import load_samples
 from soae_core.models import load_model
 from soae_core.targets import (
@@ -76,6 +77,23 @@ def test_random_targets_are_seeded_and_never_the_true_class():
     assert set(first.tolist()) == set(range(5))
 
 
+
+def test_class_names_give_the_class_count_without_a_forward_pass():
+    model = CountingModel(tiny_cnn())
+    x = torch.rand(6, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    names = ("a", "b", "c", "d", "e")
+    seeded = choose_targets(TargetRule("random", seed=3), model, x, labels, class_names=names)
+    assert choose_targets(TargetRule("chosen", target=4), model, x, labels, class_names=names).tolist() == [4] * 6
+    with pytest.raises(ValueError, match=r"target class must be in \[0, 4\], got 5"):
+        choose_targets(TargetRule("chosen", target=5), model, x, labels, class_names=names)
+    assert model.forward_images == 0
+    # without names, one image tells the count; least likely needs the logits of every image
+    assert torch.equal(seeded, choose_targets(TargetRule("random", seed=3), model, x, labels))
+    assert model.forward_images == 1
+    choose_targets(TargetRule("least_likely"), model, x, labels, class_names=names)
+    assert model.forward_images == 1 + 6
+
 def test_success_means_prediction_equals_target_when_targeted():
     predictions, labels, targets = torch.tensor([1, 2, 3]), torch.tensor([0, 2, 0]), torch.tensor([1, 1, 2])
     assert attack_succeeded(predictions, labels).tolist() == [True, False, True]
@@ -92,6 +110,13 @@ def test_autoattack_has_no_targeted_mode_and_says_why(images_8x8):
         AutoAttack(tiny_cnn(), eps=0.1, targeted=True)
     with pytest.raises(ValueError, match="targeted must be True or False"):
         PGD(tiny_cnn(), targeted="yes")
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+@pytest.mark.parametrize("value", ["yes", 1, 0, None, np.True_])
+def test_every_attack_refuses_a_targeted_that_is_not_a_bool(name, value):
+    with pytest.raises(ValueError, match=rf"targeted must be True or False, got {value!r}"):
+        ATTACKS[name](tiny_cnn(), eps=0.1, targeted=value)
 
 
 @pytest.mark.parametrize("make", [

@@ -27,12 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def tiny_fashion_mnist(tmp_path, monkeypatch):
-    """160 train / 40 test random images in <SOAE_DATA_DIR>/FashionMNIST/raw (torchvision's layout)."""
-    data_dir = tmp_path / "data"
-    write_idx_dataset(data_dir / "FashionMNIST" / "raw", n_train=160, n_test=40)
-    monkeypatch.setenv("SOAE_DATA_DIR", str(data_dir))
-    return data_dir
+def tiny_fashion_mnist(fashion_mnist_files):
+    """160 train / 40 test random images (see ``fashion_mnist_files`` in conftest.py)."""
+    return fashion_mnist_files(160, 40)
 
 
 TINY = ["--epochs", "1", "--train-subset", "128", "--batch-size", "64", "--eval-pgd-n", "16", "--eval-soae-n", "4",

@@ -32,11 +32,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def small_fashion_mnist(tmp_path, monkeypatch):
-    data_dir = tmp_path / "data"
-    write_idx_dataset(data_dir / "FashionMNIST" / "raw", n_train=256, n_test=100)
-    monkeypatch.setenv("SOAE_DATA_DIR", str(data_dir))
-    return data_dir
+def small_fashion_mnist(fashion_mnist_files):
+    """256 train / 100 test random images (see ``fashion_mnist_files`` in conftest.py)."""
+    return fashion_mnist_files(256, 100)
 
 
 def torchrun(args: list[str], nproc: int = 2, wait: bool = True) -> subprocess.Popen | subprocess.CompletedProcess:

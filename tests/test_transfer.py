@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from soae_core.attacks import PGD
+from soae_core.attacks.counting import CountingModel
 from soae_core.data import load_samples
 from soae_core.eight_bit import to_8bit
 from soae_core.models import load_model
@@ -103,3 +104,15 @@ def test_models_of_different_shapes_or_classes_are_refused(zoo):
         transfer_verdicts({"a": zoo["fmnist-cnn-std"], "c": wrong_input}, images[:1], images[:1], 0)
     with pytest.raises(ValueError, match="sources"):
         transfer_matrix(zoo, images, torch.tensor([0, 1]), "PGD", {"eps": 0.1}, sources=("nope",))
+
+
+def test_each_model_sees_each_input_once(zoo):
+    samples = load_samples("fashion_mnist")
+    images, labels = samples.images[:6], samples.labels[:6]
+    counting = {name: CountingModel(model) for name, model in zoo.items()}
+    transfer_matrix(counting, images, labels, "PGD", {"eps": 0.1}, craft=lambda source: images.flip(0))
+    # the clean images once, then each source's examples and their 8-bit rounding once
+    assert [m.forward_images for m in counting.values()] == [6 + len(NAMES) * 2 * 6] * len(NAMES)
+    counting = {name: CountingModel(model) for name, model in zoo.items()}
+    transfer_verdicts(counting, images[:1], images[1:2], int(labels[0]))
+    assert [m.forward_images for m in counting.values()] == [3] * len(NAMES)

@@ -19,10 +19,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
-import torchattacks
 from torch import nn
+
+if TYPE_CHECKING:
+    import torchattacks
 
 
 class CountingModel(nn.Module):

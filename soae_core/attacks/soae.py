@@ -197,7 +197,7 @@ class SOAE(Attack):
                  true_residual: bool = False, keep_images: bool = True,
                  loss_fn: LossFn = cross_entropy_loss, start_noise: torch.Tensor | None = None,
                  direction: str = "newton") -> None:
-        super().__init__(model, eps, bool(targeted))
+        super().__init__(model, eps, targeted)
         self.direction_kind = check_choice("direction", direction, DIRECTIONS)
         if self.direction_kind == "quadratic" and (targeted or step_rule == "raw"):
             raise ValueError("direction='quadratic' supports untargeted attacks with the sign or linf step rule only "
