@@ -10,7 +10,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from soae_app.figures.attack_lab import loss_figure, perturbation_figure, top5_figure
-from soae_app.figures.common import subplot_row
+from soae_app.figures.common import subplot_grid, subplot_row
 from soae_core.analysis.attack_lab import run_lab
 from soae_core.analysis.settings import DEFAULT_SETTINGS
 from soae_core.models import build_model
@@ -25,6 +25,26 @@ def run():
     image = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     settings = dataclasses.replace(DEFAULT_SETTINGS, steps=3, hvp="exact", baselines=("FGSM", "PGD"))
     return run_lab(model, image, 3, settings, "fashion_mnist", CLASSES)
+
+
+@pytest.mark.parametrize("rows, cols, row_titles", [(1, 3, None), (2, 3, ["a", "b"]), (4, 2, ["", "b", "c", "d"])])
+def test_subplot_grid_matches_make_subplots(rows, cols, row_titles):
+    col_titles = [f"column {i}" for i in range(cols)]
+    references, entries = subplot_grid(rows, cols, col_titles, row_titles, spacing=(0.02, 0.04))
+    reference = make_subplots(rows=rows, cols=cols, column_titles=col_titles, row_titles=row_titles,
+                              horizontal_spacing=0.02, vertical_spacing=0.04).to_dict()["layout"]
+    for r in range(rows):
+        for c in range(cols):
+            x, y = references[r][c]
+            assert reference[f"xaxis{x[1:]}"]["anchor"] == y and reference[f"yaxis{y[1:]}"]["anchor"] == x
+            for axis in (f"xaxis{x[1:]}", f"yaxis{y[1:]}"):
+                assert entries[axis]["domain"] == pytest.approx(reference[axis]["domain"]), axis
+    fields = ("text", "x", "y", "xanchor", "yanchor", "textangle")
+    ours = sorted(tuple(str(round(a[f], 9)) if isinstance(a.get(f), float) else str(a.get(f)) for f in fields)
+                  for a in entries["annotations"])
+    theirs = sorted(tuple(str(round(a[f], 9)) if isinstance(a.get(f), float) else str(a.get(f)) for f in fields)
+                    for a in reference["annotations"])
+    assert ours == theirs
 
 
 @pytest.mark.parametrize("n, spacing", [(1, 0.03), (3, 0.03), (4, 0.08)])
@@ -84,3 +104,30 @@ def test_display_png_is_the_enlarged_image_losslessly(shape):
     expected = (display_image(image) * 255).round().astype(np.uint8)
     np.testing.assert_array_equal(np.asarray(decoded), expected)
     assert min(expected.shape[:2]) >= 168
+
+
+def test_perturbation_anatomy_figures_validate_and_show_every_attack():
+    from conftest import tiny_cnn
+
+    from soae_app.figures import perturbation_anatomy as figures
+    from soae_core.analysis.perturbation_anatomy import distortion_table, perturbation_anatomy
+
+    generator = torch.Generator().manual_seed(4)
+    image = torch.rand(1, 1, 8, 8, generator=generator, dtype=torch.float64)
+    noise = torch.rand(2, 1, 8, 8, generator=generator, dtype=torch.float64) * 2 - 1
+    advs = {"noise": (image + 0.05 * noise[:1]).clamp(0, 1), "sign": (image + 0.05 * noise[1:].sign()).clamp(0, 1)}
+    anatomy = perturbation_anatomy(tiny_cnn(), image, 1, advs)
+
+    edges = _validated(figures.edges_figure(anatomy, 0.05))
+    assert [t["type"] for t in edges["data"]] == ["heatmap", "scatter"] * 4  # 2 attacks × (Canny, Sobel)
+    assert [t["yaxis"] for t in edges["data"][::2]] == ["y", "y3", "y2", "y4"]  # column by column
+    assert all(edges["layout"][k]["scaleanchor"] == "x" for k in edges["layout"] if k.startswith("yaxis"))
+    layer = next(iter(anatomy.channels))
+    maps = _validated(figures.feature_maps_figure(anatomy, layer))
+    assert len(maps["data"]) == 3 * len(anatomy.channels[layer])  # original + one change row per attack
+    attributions = _validated(figures.attribution_figure(anatomy))
+    assert len(attributions["data"]) == 2 * 3
+    spectrum = _validated(figures.delta_spectrum_figure(anatomy))
+    assert spectrum["layout"]["yaxis"]["autorange"] is True
+    distortion = _validated(figures.distortion_figure(distortion_table(anatomy)))
+    assert [t["name"] for t in distortion["data"]] == ["noise", "sign"]

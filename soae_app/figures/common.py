@@ -54,24 +54,46 @@ def figure_from_spec(data: list[dict[str, Any]], layout_spec: dict[str, Any], he
     return go.Figure({"data": data, "layout": spec}, _validate=False)
 
 
-def subplot_row(titles: list[str], spacing: float) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-    """One row of ``len(titles)`` subplots (what ``make_subplots(rows=1, cols=n)`` lays out, as plain
-    dicts): the (xaxis, yaxis) references of each panel for its traces, and the layout entries —
-    one x/y axis pair per panel (x domains split by ``spacing``, a fraction of the width) and
-    the titles as annotations above the panels. Axis entries are dicts to extend per panel."""
-    n = len(titles)
-    width = (1 - spacing * (n - 1)) / n
+def subplot_grid(rows: int, cols: int, col_titles: list[str], row_titles: list[str] | None = None,
+                 spacing: tuple[float, float] = (0.02, 0.04)) -> tuple[list[list[tuple[str, str]]], dict[str, Any]]:
+    """A grid of subplots as plain dicts — what ``make_subplots(rows, cols, column_titles=…,
+    row_titles=…, horizontal_spacing, vertical_spacing)`` lays out, without its cost: the (xaxis,
+    yaxis) references of each panel, [row][col] from the top left, for its traces, and the layout
+    entries — one x/y axis pair per panel (dicts to extend) and the titles as annotations (columns
+    above, rows on the right). ``spacing``: (horizontal, vertical) gaps, fractions of the figure."""
+    horizontal, vertical = spacing
+    full = 0.98 if row_titles else 1.0  # make_subplots leaves room for row titles on the right
+    width = (full - horizontal * (cols - 1)) / cols
+    height = (1 - vertical * (rows - 1)) / rows
     references, entries, annotations = [], {}, []
-    for i, title in enumerate(titles):
-        suffix = "" if i == 0 else str(i + 1)
-        start = i * (width + spacing)
-        references.append((f"x{suffix}", f"y{suffix}"))
-        entries[f"xaxis{suffix}"] = {"domain": [start, start + width], "anchor": f"y{suffix}"}
-        entries[f"yaxis{suffix}"] = {"domain": [0.0, 1.0], "anchor": f"x{suffix}"}
-        annotations.append({"text": title, "x": start + width / 2, "y": 1.0, "xref": "paper", "yref": "paper",
-                            "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 16}})
+    for row in range(rows):
+        top = 1 - row * (height + vertical)
+        references.append([])
+        for col in range(cols):
+            index = row * cols + col
+            suffix = "" if index == 0 else str(index + 1)
+            left = col * (width + horizontal)
+            references[row].append((f"x{suffix}", f"y{suffix}"))
+            entries[f"xaxis{suffix}"] = {"domain": [left, left + width], "anchor": f"y{suffix}"}
+            entries[f"yaxis{suffix}"] = {"domain": [max(top - height, 0.0), top], "anchor": f"x{suffix}"}
+    title = {"xref": "paper", "yref": "paper", "showarrow": False, "font": {"size": 16}}
+    for col, text in enumerate(col_titles):
+        if text:  # make_subplots draws no annotation for an empty title
+            annotations.append({**title, "text": text, "x": col * (width + horizontal) + width / 2, "y": 1.0,
+                                "xanchor": "center", "yanchor": "bottom"})
+    for row, text in enumerate(row_titles or []):
+        if text:
+            annotations.append({**title, "text": text, "x": full, "y": 1 - row * (height + vertical) - height / 2,
+                                "xanchor": "left", "yanchor": "middle", "textangle": 90})
     entries["annotations"] = annotations
     return references, entries
+
+
+def subplot_row(titles: list[str], spacing: float) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """One row of ``len(titles)`` subplots (``make_subplots(rows=1, cols=n, subplot_titles=titles,
+    horizontal_spacing=spacing)``): :func:`subplot_grid`'s references of that row and its entries."""
+    references, entries = subplot_grid(1, len(titles), titles, spacing=(spacing, 0.0))
+    return references[0], entries
 
 
 def layout(figure: go.Figure, height: int, **kwargs) -> go.Figure:
