@@ -9,7 +9,11 @@ Prints, in under 5 minutes on one GPU:
 3. the per-image batching gain (per-image time at batch 1 ÷ per-image time at batch 128);
 4. one evaluation cell (bundled standard CNN, SOAE, ε = 8/255) on 1 000 test images, GPU vs CPU;
 5. host synchronisations per Krylov step (``torch.cuda.set_sync_debug_mode`` warnings counted over
-   one SOAE call ÷ the GMRES loop steps it ran).
+   one SOAE call ÷ the GMRES loop steps it ran);
+6. the app's dynamic batcher (issue 17) on the GPU: 30 students' requests with the same settings as one
+   batched call (``soae_app.compute.attack_batch``, what the worker pool runs) vs one by one
+   (``compute.attack``), for PGD (float32) and SOAE (float64, where batching is exact): seconds and
+   whether every student got the same prediction and gradient-evaluation count.
 
 Writes bench/results/gpu_check.json. Without CUDA it says so and exits with status 1: the numbers
 are only meaningful on a GPU.
@@ -106,6 +110,36 @@ def evaluation_cell_seconds(device: str, n: int, out: Path) -> float:
     return float(json.loads((out / "results.json").read_text())["attacks"][0]["wall_time_s"])
 
 
+def class_batcher(device: torch.device, students: int = 30) -> dict:
+    """The worker pool's batched call for ``students`` same-settings requests vs each alone."""
+    from soae_app import compute
+    from soae_core.analysis.settings import DEFAULT_SETTINGS
+
+    samples = load_samples("fashion_mnist")
+    out = {}
+    for name, dtype in (("PGD", "float32"), ("SOAE", "float64")):
+        spec = compute.ModelSpec(MODEL, dtype, "", None, str(device))
+        kwargs = DEFAULT_SETTINGS.attack_kwargs(name, "fashion_mnist")
+        requests = [compute.AttackRequest(spec, samples.images[i].numpy(), int(samples.labels[i]), name, kwargs)
+                    for i in range(students)]
+        net = compute.model(spec)
+        compute.attack(net, requests[0].image, requests[0].label, name, kwargs)  # warm-up
+        synchronize(device)
+        start = time.perf_counter()
+        alone = [compute.attack(net, r.image, r.label, name, kwargs)[0] for r in requests]
+        synchronize(device)
+        alone_s = time.perf_counter() - start
+        start = time.perf_counter()
+        batched = [entry[0] for entry in compute.attack_batch(requests)]
+        synchronize(device)
+        batched_s = time.perf_counter() - start
+        out[name] = {"dtype": dtype, "students": students, "one_by_one_s": alone_s, "batched_s": batched_s,
+                     "speedup": alone_s / batched_s,
+                     "same_predictions": all(a.prediction == b.prediction for a, b in zip(alone, batched, strict=True)),
+                     "same_grad_evals": all(a.grad_evals == b.grad_evals for a, b in zip(alone, batched, strict=True))}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="the GPU to check (cuda or cuda:N)")
@@ -141,6 +175,11 @@ def main() -> int:
     out["host_syncs"] = syncs_per_krylov_step(model, images, labels)
     print(f"5. host syncs per Krylov step: {out['host_syncs']['syncs_per_krylov_step']:.2f} "
           f"({out['host_syncs']['syncs_in_call']} in one call, {out['host_syncs']['krylov_steps']} steps)")
+    out["class_batcher"] = class_batcher(device)
+    for name, row in out["class_batcher"].items():
+        print(f"6. batcher, {row['students']} students, {name} ({row['dtype']}): one by one {row['one_by_one_s']:.2f} s, "
+              f"batched {row['batched_s']:.2f} s → {row['speedup']:.1f}×; same predictions {row['same_predictions']}, "
+              f"same gradient counts {row['same_grad_evals']}", flush=True)
     out["total_s"] = time.perf_counter() - started
     print(f"total {out['total_s']:.0f} s; written {write_result('gpu_check', out)}")
     return 0
