@@ -155,9 +155,11 @@ def wait_for(tickets: list[worker_pool.Ticket], what: str, show: Callable[[str],
     nobody else waits for. Re-raises a job's exception (ValueError for bad input)."""
     slot = None
     try:
-        while not all(ticket.wait(0.25 / len(tickets)) for ticket in tickets):
-            queued = [p for p in (t.position() for t in tickets) if p]
-            estimate = max(t.estimate_s() for t in tickets)
+        while pending := [ticket for ticket in tickets if not ticket.done()]:
+            if pending[0].wait(0.25):
+                continue  # one finished: look again at once
+            queued = [p for p in (t.position() for t in pending) if p]
+            estimate = max(t.estimate_s() for t in pending)
             text = (f"{what}: waiting in the queue, place {min(queued)} — about {estimate:.0f} s"
                     if queued else f"{what}: running — about {estimate:.0f} s")
             if show is not None:
