@@ -7,13 +7,13 @@ from soae_app.figures.attack_lab import loss_figure, perturbation_figure, top5_f
 from soae_app.figures.common import display_png
 from soae_app.sidebar import Selection, comparable_models, ready_selection
 from soae_core.analysis.attack_lab import (
-    EIGHT_BIT_COLUMN,
     LabRun,
     metrics_table,
     npy_bytes,
     png_bytes,
     run_bundle,
 )
+from soae_core.eight_bit import EIGHT_BIT_COLUMN
 from soae_core.metrics import PAPER_PSNR_NOTE
 
 st.title("Attack Lab")

@@ -12,7 +12,9 @@ from soae_core.analysis import compare_sweeps as compare
 from soae_core.analysis.jobs import Job
 from soae_core.attacks import ATTACKS
 from soae_core.data import SAMPLE_DATASETS
+from soae_core.eight_bit import EIGHT_BIT_COLUMN
 from soae_core.metrics import PAPER_PSNR_NOTE
+from soae_core.targets import targeted_attack_names
 from soae_core.transfer import transfer_matrix
 
 st.title("Compare & Sweeps")
@@ -49,6 +51,16 @@ def kwargs(name: str) -> dict:
     return settings.untargeted().attack_kwargs(name, info.dataset)
 
 
+SHARE_COLUMNS = {
+    "Fooled": st.column_config.NumberColumn(
+        format="percent", help="Share of the images classified correctly before the attack that the attack makes "
+                               "the model get wrong."),
+    EIGHT_BIT_COLUMN: st.column_config.NumberColumn(
+        format="percent", help="Share of those images whose adversarial example is still misclassified after "
+                               "rounding it to 8 bits per pixel, as a saved PNG holds it (at most Fooled)."),
+}
+
+
 def csv_button(column, table: pd.DataFrame, name: str, key: str) -> None:
     """A download button for ``table`` as CSV."""
     column.download_button(f"{name} (CSV)", table.to_csv().encode("utf-8"), f"{info.name}_{key}.csv", "text/csv",
@@ -73,6 +85,9 @@ with tab_attacks:
         except ValueError as error:
             st.error(f"The comparison could not run: {error}")
             st.stop()
+        if settings.targeted:
+            st.caption("These tables measure accuracy over many images, so the attacks here aim at any wrong "
+                       "class; the Transfer tab follows the sidebar's target.")
         results = run.results()
         if results:
             accuracy, quality, budget = (compare.accuracy_table(results), compare.quality_table(results),
@@ -80,9 +95,7 @@ with tab_attacks:
             st.subheader("Accuracy under attack")
             st.dataframe(accuracy, column_config={
                 "Accuracy": st.column_config.NumberColumn(format="percent"),
-                "Fooled": st.column_config.NumberColumn(
-                    format="percent", help="Share of the images classified correctly before the attack that the "
-                                           "attack makes the model get wrong."),
+                **SHARE_COLUMNS,
                 "Gradient evals / image": st.column_config.NumberColumn(format="%.1f"),
                 "Time (s)": st.column_config.NumberColumn(format="%.1f", help="Attack wall time on this machine."),
                 compare.ACCURACY_8BIT: st.column_config.NumberColumn(
@@ -100,6 +113,7 @@ with tab_attacks:
                     format="%.1f", help=PAPER_PSNR_NOTE),
                 "SSIM": st.column_config.NumberColumn(format="%.3f"),
                 "L∞ (×1/255)": st.column_config.NumberColumn(format="%.2f"),
+                **SHARE_COLUMNS,
             }, placeholder=compare.NOT_APPLICABLE)
             tables = {"accuracy": accuracy, "quality": quality, "budget": budget}
             columns = st.columns(4)
@@ -114,32 +128,44 @@ with tab_transfer:
     st.subheader("Transfer between models")
     models_here = comparable_models(info)
     st.caption(f"The attack is computed on each source model (rows) for the same {n} images and shown to every "
-               "model (columns); each cell is that model's accuracy on those examples. The diagonal is the "
-               "white-box attack; off the diagonal the model never saw the attack.")
+               "model (columns). The diagonal is the white-box attack; off the diagonal the model never saw the "
+               "attack.")
     if len(models_here) < 2:
         st.info("Transfer needs at least two available models of this dataset.")
     else:
+        images, labels = cache.compare_images(info.dataset, n)
+        try:
+            setup = compare.transfer_setup(cache.model(info), images, labels, settings, info.class_names)
+        except ValueError as error:
+            st.error(f"The transfer matrix cannot aim at the sidebar's target: {error}")
+            st.stop()
+        offered = list(targeted_attack_names() if setup.targeted else ATTACKS)
         left, right = st.columns(2)
-        transfer_attack = left.selectbox("Attack", list(ATTACKS), index=list(ATTACKS).index("PGD"),
-                                         key="transfer::attack")
+        transfer_attack = left.selectbox("Attack", offered, index=offered.index("PGD"), key="transfer::attack",
+                                         help="Targeted settings offer only the attacks with a targeted mode."
+                                         if setup.targeted else None)
         rounding = right.toggle("After 8-bit rounding", key="transfer::rounded",
                                 help="Cells for the adversarial images rounded to 8 bits per pixel (saved PNGs).")
-        config = (tuple(i.name for i in models_here), n, transfer_attack, str(kwargs(transfer_attack)))
+        st.caption(setup.note + " Change the target in the sidebar.")
+        kept = tuple(int(i) for i in setup.kept)
+        goals = None if setup.targets is None else tuple(int(t) for t in setup.targets)
+        config = (tuple(i.name for i in models_here), n, transfer_attack, str(kwargs(transfer_attack)), kept, goals)
         if st.button(f"Run {transfer_attack} on {len(models_here)} models", key="transfer::run", type="primary"):
             st.session_state["transfer::config"] = config
         if st.session_state.get("transfer::config") == config:
-            images, labels = cache.compare_images(info.dataset, n)
             nets = {i.name: cache.model(i) for i in models_here}
             by_name = {i.name: i for i in models_here}
             bar = st.progress(0.0, text=f"{transfer_attack} on {models_here[0].name}…")
 
             def craft(source: str):
                 adv = cache.transfer_examples(by_name[source], info.dataset, n, transfer_attack,
-                                              kwargs(transfer_attack))
+                                              kwargs(transfer_attack), kept, goals)
                 return torch.from_numpy(adv)
 
             try:
-                matrix = transfer_matrix(nets, images, labels, transfer_attack, kwargs(transfer_attack), craft=craft,
+                matrix = transfer_matrix(nets, images[setup.kept], labels[setup.kept], transfer_attack,
+                                         kwargs(transfer_attack), craft=craft,
+                                         targets=None if goals is None else torch.tensor(goals),
                                          progress=lambda done, total, name: bar.progress(
                                              done / total, text=f"{transfer_attack}: {done} of {total} source models"))
             except ValueError as error:
@@ -149,8 +175,10 @@ with tab_transfer:
                 bar.empty()
                 st.dataframe(matrix.table(after_rounding=rounding), column_config={
                     name: st.column_config.NumberColumn(format="%.0f %%") for name in matrix.targets})
+                measure = "share classified as the target" if setup.targeted else "accuracy"
                 st.caption(f"Rows: the model {transfer_attack} was computed on. Columns: the model classifying the "
-                           "examples. " + ("After 8-bit rounding." if rounding else "Exact (float) examples."))
+                           f"examples; cells: its {measure}. "
+                           + ("After 8-bit rounding." if rounding else "Exact (float) examples."))
                 st.download_button("Transfer matrix (CSV)", matrix.csv_bytes(),
                                    f"transfer_{transfer_attack}_{n}_images.csv", "text/csv", on_click="ignore",
                                    key="download::transfer")
@@ -186,6 +214,7 @@ for sweep, tab in (("eta", tab_eta), ("tau", tab_tau), ("steps", tab_steps)):
             st.plotly_chart(FIGURES[sweep](table), key=f"sweep::{sweep}::figure")
             st.dataframe(table, hide_index=True, column_config={
                 "Accuracy": st.column_config.NumberColumn(format="percent"),
+                **SHARE_COLUMNS,
                 "At the cap": st.column_config.NumberColumn(format="percent"),
                 "Time (s)": st.column_config.NumberColumn(format="%.1f"),
                 "m mean": st.column_config.NumberColumn(format="%.1f"),
@@ -194,7 +223,7 @@ for sweep, tab in (("eta", tab_eta), ("tau", tab_tau), ("steps", tab_steps)):
                 "η": st.column_config.NumberColumn(format="%.0e"),
                 "τ": st.column_config.NumberColumn(format="%.0e"),
                 "Gradient evals / image": st.column_config.NumberColumn(format="%.1f"),
-            })
+            }, placeholder=compare.NOT_APPLICABLE)  # e.g. the 8-bit share of a sweep step no image was kept for
             left, right = st.columns(2)
             csv_button(left, table, f"{title.split(' ')[0]} sweep", f"sweep_{sweep}")
             right.download_button("Sweep (JSON)", json_bytes({sweep: table}, run), f"{info.name}_sweep_{sweep}.json",

@@ -8,7 +8,7 @@ import streamlit as st
 
 from soae_app import cache
 from soae_app.figures.how_soae_works import line_figure, plane_figure, toy_figure
-from soae_app.sidebar import ready_selection
+from soae_app.sidebar import current_selection, ready_selection
 from soae_core.analysis.common import image_batch
 from soae_core.analysis.how_soae_works import ACTIVATIONS, LANDSCAPE_SCALES, TOY_CLASSES, default_radius
 
@@ -20,6 +20,9 @@ st.markdown(
     "dimensions, where everything can be drawn, then on the real model.")
 
 st.header("1 · A classifier on the plane", divider="gray")
+if current_selection().settings.targeted:
+    st.info("The sidebar's target is a class of the real model; this toy has three classes of its own, so it shows "
+            "the untargeted step, which raises the loss of the class you pick below. Section 2 follows the target.")
 POINT_KEYS = ("toy::x", "toy::y")
 for key, start in zip(POINT_KEYS, (0.42, 0.42), strict=False):
     st.session_state.setdefault(key, start)
@@ -98,12 +101,17 @@ corner = default_radius(image_batch(image), settings.eps)
 scale = st.select_slider("Range of t, in units of ε·√(pixels)", LANDSCAPE_SCALES, value=1.0, key="landscape::range",
                          help=f"ε·√(pixels) = {corner:.3f} is how far a sign step of size ε moves the image (Euclidean).")
 try:
+    goal = cache.target(info, image, label, settings)
     with st.spinner("Evaluating the loss on the line and on the plane…"):
-        landscape = cache.loss_landscape(info, image, label, settings, scale)
+        landscape = cache.loss_landscape(info, image, label, settings, scale, goal)
 except ValueError as error:
     st.error(f"The loss landscape could not be computed: {error}")
     st.stop()
 along_gradient, along_soae, plane = landscape.along_gradient, landscape.along_soae, landscape.plane
+if goal is not None:
+    st.info(f"Targeted at **{info.class_names[goal]}** (sidebar): the loss drawn is the cross-entropy of "
+            f"{info.class_names[goal]}, with its own g and H⁻¹g. Targeted SOAE *lowers* it, stepping along −H⁻¹g "
+            "(the negative offsets t below).")
 st.plotly_chart(line_figure(along_gradient, along_soae, landscape.corner), key="landscape::lines")
 left, right = st.columns([3, 2])
 left.plotly_chart(plane_figure(plane), key="landscape::plane")

@@ -29,9 +29,14 @@ info, settings, image, label = selection.info, selection.settings, selection.ima
 hvp_name = HVP_LABELS[settings.hvp]
 
 try:
+    goal = cache.target(info, image, label, settings)
+    if goal is not None:
+        st.info(f"Targeted at **{info.class_names[goal]}** (sidebar): every view below works on the loss targeted "
+                f"SOAE uses, the cross-entropy of {info.class_names[goal]} — its gradient g, Hessian H and δ̃ — and "
+                "the attack steps along −δ̃ to lower it.")
     st.header("GMRES residuals", divider="gray")
     with st.spinner("Running SOAE with true residuals…"):
-        records = cache.krylov_history(info, image, label, settings)
+        records = cache.krylov_history(info, image, label, settings, goal)
     left, right = st.columns([2, 1])
     left.plotly_chart(residual_figure(records, settings.tau), key="krylov::residuals")
     right.plotly_chart(m_figure(records), key="krylov::m")
@@ -43,11 +48,12 @@ try:
 
     st.header("Where the step goes: δ̃ against g", divider="gray")
     with st.spinner("Comparing one step along δ̃ and along g…"):
-        gains = cache.margin_gains(info, image, label, settings)
+        gains = cache.margin_gains(info, image, label, settings, goal)
     st.plotly_chart(margin_gains_figure(gains), key="krylov::margins")
     st.markdown(describe_margin_gains(gains))
+    step_text = "δ = −(α/N)·sign(·) (targeted: it lowers the target's loss)" if goal is not None else "δ = (α/N)·sign(·)"
     st.caption("Bars: the first-order change (J_k − J_y)·δ of each wrong class's logit z_k relative to the true "
-               "class's, for SOAE's first step δ = (α/N)·sign(·) with the sidebar's settings, along the GMRES "
+               f"class's, for SOAE's first step {step_text} with the sidebar's settings, along the GMRES "
                "solution δ̃ ≈ H⁻¹g and along g ('SOAE without curvature'). A bar reaching its black tick would "
                "flip the prediction to that class. On these models δ̃ tends to raise every class alike, g to push "
                "the nearest one — over 1 000 test images g gains more on the nearest class in every model "
@@ -59,18 +65,21 @@ try:
                            key="krylov::compare", help="A smooth network (SiLU) has a full-rank, indefinite Hessian.")
     spectrum_dim = st.slider("Largest Krylov dimension", 10, MAX_KRYLOV, 40, step=10, key="krylov::spectrum_dim")
     with st.spinner("Running Arnoldi with exact products…"):
-        spectra = {info.name: cache.hessian_spectrum(info, image, label, spectrum_dim)}
+        spectra = {info.name: cache.hessian_spectrum(info, image, label, spectrum_dim, goal)}
         if compare != "(none)":
             other = next(m for m in twins if m.name == compare)
-            spectra[compare] = cache.hessian_spectrum(other, image, label, spectrum_dim)
+            spectra[compare] = cache.hessian_spectrum(other, image, label, spectrum_dim, goal)
     st.plotly_chart(spectrum_figure(spectra), key="krylov::spectrum")
     st.caption("Arnoldi from the gradient g with exact products in float64; the Ritz values are the eigenvalues of "
                "the Hessenberg matrix. A ReLU network's input Hessian Jᵀ(diag p − ppᵀ)J is positive semidefinite "
-               "with rank ≤ C − 1: the process ends by breakdown after at most C − 1 steps.")
+               "with rank ≤ C − 1: the process ends by breakdown after at most C − 1 steps."
+               + (" With a target, g is the target loss's gradient; a ReLU network's H is the same for every "
+                  "class (diag p − ppᵀ does not depend on it), so only Arnoldi's starting vector changes."
+                  if goal is not None else ""))
 
     st.header("Finite differences vs the exact product", divider="gray")
     with st.spinner("Comparing products over η…"):
-        accuracy = cache.fd_accuracy(info, image, label)
+        accuracy = cache.fd_accuracy(info, image, label, goal)
     st.plotly_chart(fd_accuracy_figure(accuracy, settings.eta), key="krylov::fd_accuracy")
     used, best64 = error_at(accuracy, settings.eta), best_error(accuracy, "float64")
     if used is not None:
@@ -89,7 +98,7 @@ try:
     st.header("τ → m", divider="gray")
     cap = st.slider("Krylov cap for this table", 10, MAX_KRYLOV, 60, step=10, key="krylov::tau_cap")
     with st.spinner("Running GMRES at the smallest τ…"):
-        table = cache.tau_table(info, image, label, settings.eta, cap)
+        table = cache.tau_table(info, image, label, settings.eta, cap, goal)
     st.dataframe(table.rename(index=lambda tau: f"{tau:g}"), width="content")
     st.caption(f"First outer iteration at the original image, η = {settings.eta:g}. One GMRES run at the smallest τ "
                "gives every row: τ only decides when to stop, not what GMRES computes.")

@@ -13,7 +13,8 @@ from soae_app.figures.perturbation_anatomy import (
     feature_maps_figure,
 )
 from soae_app.sidebar import ready_selection
-from soae_core.analysis.perturbation_anatomy import distortion_table, location_table
+from soae_core.analysis.perturbation_anatomy import distortion_table, location_table, verdict_table
+from soae_core.eight_bit import EIGHT_BIT_COLUMN
 
 st.title("Perturbation Anatomy")
 st.markdown("The paper claims second-order perturbations sit on edges and disturb the features less visibly. "
@@ -26,7 +27,7 @@ names = info.class_names
 
 try:
     with st.spinner(f"Running {', '.join(settings.attack_names)}…"):
-        outcomes = cache.lab_run(info, image, label, settings).outcomes
+        run = cache.lab_run(info, image, label, settings)
     layers = cache.spatial_layers(info, info.input_shape)
 except ValueError as error:
     st.error(f"The attacks could not run: {error}")
@@ -43,8 +44,8 @@ target = right.radio("Attribute", ["prediction", "label"], key="anatomy::target"
 
 try:
     with st.spinner("Measuring edges, features and attributions…"):
-        anatomy = cache.anatomy(info, image, label, {o.name: o.adv for o in outcomes}, map_layers,
-                                         top_channels, target)
+        anatomy = cache.anatomy(info, image, label, {o.name: o.adv for o in run.outcomes}, map_layers,
+                                top_channels, target, run.target)
 except ValueError as error:
     st.error(f"The anatomy could not be computed: {error}")
     st.stop()
@@ -55,6 +56,17 @@ columns[0].image(display_png(image, min_size=112), caption=f"Original: {names[an
 for column, attack in zip(columns[1:], anatomy.attacks, strict=False):
     column.image(display_png(image + attack.perturbation, min_size=112), width="stretch", output_format="PNG",
                  caption=f"{attack.name}: {names[attack.prediction]}")
+st.dataframe(verdict_table(anatomy, names), column_config={
+    "Success": st.column_config.CheckboxColumn(
+        help="The model predicts the target class." if anatomy.target is not None
+        else "The model predicts a class other than the true one."),
+    EIGHT_BIT_COLUMN: st.column_config.TextColumn(
+        help="Rounded to 8 bits per pixel, as a saved PNG holds it, is the example still adversarial?"),
+})
+if anatomy.target is not None:
+    st.caption(f"Targeted at **{names[anatomy.target]}** (sidebar): success means the model predicts it.")
+for name, reason in run.skipped.items():
+    st.info(f"**{name}** is left out: {reason}.")
 
 st.header("Where δ sits: edges", divider="gray")
 st.plotly_chart(edges_figure(anatomy, settings.eps), key="anatomy::edges")

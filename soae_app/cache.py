@@ -288,14 +288,23 @@ def transfer_table(infos: list[ModelInfo], run: attack_lab.LabRun, outcome: atta
 grid_row = per_model(compute.grid_row, what="Grid row")
 
 
+def target(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings) -> int | None:
+    """The class the sidebar's settings aim at for the image (None: untargeted), as the Attack Lab
+    picks it (:func:`soae_core.analysis.attack_lab.lab_target`). ValueError for a chosen target
+    equal to the true class."""
+    net = model(info)
+    return attack_lab.lab_target(net, batch(image, net), label, settings, info.class_names)
+
+
 # ---------------------------------------------------------------------------------- Krylov Inspector
+# Each takes the target class last (None: untargeted; see :func:`target`).
 _krylov_history = per_model(compute.krylov_history, what="SOAE with true residuals")
 
 
-def krylov_history(info: ModelInfo, image: np.ndarray, label: int,
-                   settings: AttackSettings) -> list[krylov_inspector.KrylovRecord]:
+def krylov_history(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings,
+                   goal: int | None = None) -> list[krylov_inspector.KrylovRecord]:
     """GMRES records of every SOAE outer iteration (with true residuals), cached on SOAE's settings."""
-    return _krylov_history(info, image, label, dataclasses.replace(settings, baselines=()))
+    return _krylov_history(info, image, label, dataclasses.replace(settings, baselines=()), goal)
 
 
 hessian_spectrum = per_model(compute.hessian_spectrum, dtypes=("float64",), what="Arnoldi")
@@ -306,11 +315,12 @@ tau_table = per_model(compute.tau_table, what="GMRES at the smallest τ")
 _margin_gains = per_model(compute.margin_gains, what="Margins along g and δ̃")
 
 
-def margin_gains(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings) -> pd.DataFrame:
+def margin_gains(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings,
+                 goal: int | None = None) -> pd.DataFrame:
     """Per wrong class, the gain of SOAE's first step along g and along δ̃
     (:func:`soae_core.analysis.krylov_inspector.class_margin_gains`), cached on SOAE's settings."""
     soae_only = dataclasses.replace(settings, baselines=())
-    return _margin_gains(info, image, label, soae_only, tuple(info.class_names))
+    return _margin_gains(info, image, label, soae_only, tuple(info.class_names), goal)
 
 
 # ---------------------------------------------------------------------------------- How SOAE works

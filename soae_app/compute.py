@@ -124,49 +124,54 @@ def grid_row(net: nn.Module, image: np.ndarray, source_class: int, attack: str,
 
 
 # ---------------------------------------------------------------------------------- Krylov Inspector
-def krylov_history(net: nn.Module, image: np.ndarray, label: int,
-                   settings: AttackSettings) -> list[krylov_inspector.KrylovRecord]:
+# Each takes ``target``: the class of a targeted attack (its loss is analysed), None when untargeted.
+def krylov_history(net: nn.Module, image: np.ndarray, label: int, settings: AttackSettings,
+                   target: int | None = None) -> list[krylov_inspector.KrylovRecord]:
     """GMRES records of every SOAE outer iteration (with true residuals)."""
-    return krylov_inspector.krylov_history(net, batch(image, net), label, settings)
+    return krylov_inspector.krylov_history(net, batch(image, net), label, settings, target)
 
 
 def margin_gains(net: nn.Module, image: np.ndarray, label: int, settings: AttackSettings,
-                 class_names: tuple[str, ...]) -> pd.DataFrame:
+                 class_names: tuple[str, ...], target: int | None = None) -> pd.DataFrame:
     """Per wrong class, the first-order gain of SOAE's first step along g and along δ̃."""
-    return krylov_inspector.class_margin_gains(net, batch(image, net), label, settings, class_names)
+    return krylov_inspector.class_margin_gains(net, batch(image, net), label, settings, class_names, target)
 
 
-def hessian_spectrum(net64: nn.Module, image: np.ndarray, label: int, max_dim: int) -> krylov_inspector.Spectrum:
+def hessian_spectrum(net64: nn.Module, image: np.ndarray, label: int, max_dim: int,
+                     target: int | None = None) -> krylov_inspector.Spectrum:
     """Ritz values of the exact input Hessian (float64 copy of the model)."""
-    return krylov_inspector.hessian_spectrum(net64, batch(image, net64), label, max_dim)
+    return krylov_inspector.hessian_spectrum(net64, batch(image, net64), label, max_dim, target)
 
 
-def fd_accuracy(net32: nn.Module, net64: nn.Module, image: np.ndarray, label: int) -> pd.DataFrame:
+def fd_accuracy(net32: nn.Module, net64: nn.Module, image: np.ndarray, label: int,
+                target: int | None = None) -> pd.DataFrame:
     """Finite-difference vs exact Hessian-vector product error over η (every η at once)."""
-    return krylov_inspector.fd_accuracy_sweep(net32, net64, batch(image, net32), label)
+    return krylov_inspector.fd_accuracy_sweep(net32, net64, batch(image, net32), label, target=target)
 
 
-def tau_table(net: nn.Module, image: np.ndarray, label: int, eta: float, max_dim: int) -> pd.DataFrame:
+def tau_table(net: nn.Module, image: np.ndarray, label: int, eta: float, max_dim: int,
+              target: int | None = None) -> pd.DataFrame:
     """m(τ) for the finite-difference (step η) and exact products at the image."""
     settings = dataclasses.replace(DEFAULT_SETTINGS, eta=eta)
-    return krylov_inspector.tau_to_m_table(net, batch(image, net), label, settings, max_dim=max_dim)
+    return krylov_inspector.tau_to_m_table(net, batch(image, net), label, settings, max_dim=max_dim, target=target)
 
 
 # ---------------------------------------------------------------------------------- How SOAE works
 def loss_landscape(net: nn.Module, image: np.ndarray, label: int, settings: AttackSettings,
-                   scale: float) -> how_soae_works.Landscape:
-    """:func:`soae_core.analysis.how_soae_works.loss_landscape` with the sidebar's SOAE settings."""
-    return how_soae_works.loss_landscape(net, batch(image, net), label, settings.soae_kwargs(), scale)
+                   scale: float, target: int | None = None) -> how_soae_works.Landscape:
+    """:func:`soae_core.analysis.how_soae_works.loss_landscape` with the sidebar's SOAE settings
+    (of the target's loss when ``target`` is given)."""
+    return how_soae_works.loss_landscape(net, batch(image, net), label, settings.soae_kwargs(), scale, target)
 
 
 # ---------------------------------------------------------------------------------- Perturbation Anatomy
 def anatomy(net: nn.Module, image: np.ndarray, label: int, advs: dict[str, np.ndarray], map_layers: list[str],
-            top_channels: int, target: str) -> perturbation_anatomy.Anatomy:
+            top_channels: int, attribute: str, target: int | None = None) -> perturbation_anatomy.Anatomy:
     """:func:`soae_core.analysis.perturbation_anatomy.perturbation_anatomy` of the image and the
-    adversarial images (C, H, W) per attack name."""
+    adversarial images (C, H, W) per attack name (aimed at ``target`` when targeted)."""
     return perturbation_anatomy.perturbation_anatomy(net, batch(image, net), label,
                                                      {name: batch(adv, net) for name, adv in advs.items()},
-                                                     list(map_layers), top_channels, target)
+                                                     list(map_layers), top_channels, attribute, target)
 
 
 def spatial_layers(net: nn.Module, input_shape: tuple[int, int, int]) -> list[str]:
@@ -192,9 +197,15 @@ def compare_images(dataset: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return sample_set.images[positions], sample_set.labels[positions]
 
 
-def transfer_examples(net: nn.Module, dataset: str, n: int, attack: str, kwargs: dict[str, Any]) -> np.ndarray:
+def transfer_examples(net: nn.Module, dataset: str, n: int, attack: str, kwargs: dict[str, Any],
+                      kept: tuple[int, ...] | None = None, targets: tuple[int, ...] | None = None) -> np.ndarray:
     """:func:`soae_core.transfer.adversarial_examples` of ``attack`` on this model for the first ``n``
-    bundled images of ``dataset`` in the class-balanced order, (n, C, H, W) float32."""
+    bundled images of ``dataset`` in the class-balanced order — those at positions ``kept`` of
+    them (default: all) — aimed at ``targets`` (one per kept image) when given; (n', C, H, W) float32."""
     images, labels = compare_images(dataset, n)
+    if kept is not None:
+        images, labels = images[list(kept)], labels[list(kept)]
     where = model_device(net)
-    return transfer.adversarial_examples(net, images.to(where), labels.to(where), attack, kwargs).float().cpu().numpy()
+    goal = None if targets is None else torch.tensor(targets, dtype=torch.long, device=where)
+    return transfer.adversarial_examples(net, images.to(where), labels.to(where), attack, kwargs,
+                                         goal).float().cpu().numpy()

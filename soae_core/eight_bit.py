@@ -28,6 +28,9 @@ from soae_core.targets import attack_succeeded
 from soae_core.validation import check_int, check_positive
 
 LEVELS = 255
+# The column every table that reports an adversarial example's success puts beside it: a verdict
+# (:func:`verdict_8bit`) for one example, a share (:func:`still_adversarial_share`) for many.
+EIGHT_BIT_COLUMN = "Adversarial after 8-bit rounding"
 # Float slack in grey levels when deciding which levels lie inside the ε-ball: float32 k/255 is
 # off by up to ~2e-5 levels, and ε = 8/255 times 255 is 8.000000000000002.
 _LEVEL_SLACK = 1e-4
@@ -73,6 +76,20 @@ def verdict_8bit(adversarial: bool, adversarial_8bit: bool) -> str:
     if not adversarial:
         return "not adversarial"
     return "yes" if adversarial_8bit else "no — rounding undoes it"
+
+
+def still_adversarial_share(adversarial: np.ndarray, adversarial_8bit: np.ndarray,
+                            among: np.ndarray | None = None) -> float:
+    """Share of examples adversarial both as computed and after 8-bit rounding (the verdict "yes"
+    of :func:`verdict_8bit`), over the examples where ``among`` (N,) bool holds (default: all).
+
+    adversarial, adversarial_8bit: (N,) bool, as :class:`RoundingCheck` holds them. NaN when
+    ``among`` selects no example.
+    """
+    kept = np.asarray(adversarial, dtype=bool) & np.asarray(adversarial_8bit, dtype=bool)
+    if among is not None:
+        kept = kept[np.asarray(among, dtype=bool)]
+    return float(kept.mean()) if kept.size else float("nan")
 
 
 @dataclass

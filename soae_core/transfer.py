@@ -110,7 +110,11 @@ class TransferMatrix:
     hit_rate_8bit: np.ndarray | None = None
 
     def table(self, after_rounding: bool = False) -> pd.DataFrame:
-        """Rows "source model", columns target models, cells accuracy in %; a first row of clean accuracy."""
+        """Rows "source model", columns target models, cells in %: accuracy with a first row of clean
+        accuracy (untargeted), or the target hit rate (targeted: success = predicts the target)."""
+        if self.hit_rate is not None:
+            values = self.hit_rate_8bit if after_rounding else self.hit_rate
+            return pd.DataFrame(values * 100, index=pd.Index(self.sources, name="source model"), columns=self.targets)
         values = self.accuracy_8bit if after_rounding else self.accuracy
         frame = pd.DataFrame(values * 100, index=pd.Index(self.sources, name="source model"), columns=self.targets)
         clean = pd.DataFrame([self.clean_accuracy * 100], index=["(clean images)"], columns=self.targets)

@@ -24,6 +24,7 @@ from soae_core.analysis.jobs import image_order
 from soae_core.analysis.settings import DEFAULT_SETTINGS
 from soae_core.attacks import FGSM
 from soae_core.data import load_samples
+from soae_core.eight_bit import EIGHT_BIT_COLUMN, rounding_check, verdict_8bit
 from soae_core.models import get_model_info, load_model, model_names
 
 ANATOMY = "app_pages/perturbation_anatomy.py"  # relative to app.py
@@ -69,8 +70,9 @@ def test_anatomy_with_defaults_shows_every_attack_and_layer():
     app = open_page(ANATOMY)
     assert_clean(app)
     assert [t.value for t in app.title] == ["Perturbation Anatomy"]
-    location, distortion = (frame.value for frame in app.dataframe)
-    assert list(location.index) == list(distortion.index) == ["SOAE", "FGSM", "PGD"]
+    verdicts, location, distortion = (frame.value for frame in app.dataframe)
+    assert list(verdicts.index) == list(location.index) == list(distortion.index) == ["SOAE", "FGSM", "PGD"]
+    assert list(verdicts.columns) == ["Prediction", "Success", EIGHT_BIT_COLUMN]
     assert list(location.columns) == ["Edge alignment (Canny)", "Edge alignment (Sobel)", "High-frequency share",
                                       "Saliency similarity", "IG similarity"]
     assert list(distortion.columns) == ["features.0", "features.3", "classifier.1", "classifier.3"]
@@ -80,11 +82,15 @@ def test_anatomy_with_defaults_shows_every_attack_and_layer():
 
 def test_anatomy_numbers_equal_the_library_on_the_same_attack():
     app = open_page(ANATOMY)
-    location, distortion = (frame.value for frame in app.dataframe)
+    verdicts, location, distortion = (frame.value for frame in app.dataframe)
     model = load_model("fmnist-cnn-std")
     image, label = first_sample()
     outcome, _ = run_attack(model, image, label, "FGSM", DEFAULT_SETTINGS.attack_kwargs("FGSM", "fashion_mnist"))
     adv = torch.from_numpy(outcome.adv).unsqueeze(0)
+    check = rounding_check(model, adv, torch.tensor([label]))
+    assert verdicts.loc["FGSM", EIGHT_BIT_COLUMN] == verdict_8bit(bool(check.adversarial[0]),
+                                                                   bool(check.adversarial_8bit[0]))
+    assert verdicts.loc["FGSM", "Success"] == bool(check.adversarial[0])
     assert location.loc["FGSM", "Edge alignment (Canny)"] == pytest.approx(metrics.edge_alignment(image, adv)[0])
     assert location.loc["FGSM", "High-frequency share"] == pytest.approx(metrics.high_frequency_share(image, adv)[0])
     expected = metrics.feature_distortion(model, image, adv)
@@ -101,7 +107,7 @@ def test_anatomy_with_changed_inputs():
     app.radio(key="anatomy::target").set_value("label")
     app.run()
     assert_clean(app)
-    location = app.dataframe[0].value
+    location = app.dataframe[1].value
     assert list(location.index) == ["SOAE", "ASOD"]
     assert len(app.get("plotly_chart")) == 5  # one feature-map layer
 
@@ -114,7 +120,9 @@ def test_compare_with_defaults_runs_fgsm_pgd_soae_and_soae_without_curvature():
     assert list(accuracy.index) == [compare.CLEAN_ROW, "FGSM", "PGD", "SOAE", "SOAE-g"]
     assert accuracy.loc["SOAE-g", "Gradient evals / image"] == 4  # N = 4 gradients, no Hessian-vector products
     assert list(accuracy.columns) == ["Images", "Accuracy", "Accuracy after 8-bit rounding", "Fooled",
-                                      "Gradient evals / image", "Time (s)"]
+                                      EIGHT_BIT_COLUMN, "Gradient evals / image", "Time (s)"]
+    assert (accuracy[EIGHT_BIT_COLUMN].iloc[1:] <= accuracy["Fooled"].iloc[1:]).all()
+    assert EIGHT_BIT_COLUMN in quality.columns
     assert (accuracy["Images"] == 20).all()
     assert accuracy.loc["PGD", "Gradient evals / image"] == 20
     # the clean row has no Fooled or Time: the tables show a dash there, not "None"

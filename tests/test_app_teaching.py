@@ -17,18 +17,22 @@ from conftest import assert_clean
 from safetensors.torch import save as safetensors_bytes
 from streamlit.testing.v1 import AppTest
 
-from soae_core.analysis.attack_lab import EIGHT_BIT_COLUMN, run_attack
+from soae_core.analysis.attack_lab import run_attack
+from soae_core.analysis.how_soae_works import loss_landscape
 from soae_core.analysis.jobs import image_order
 from soae_core.analysis.settings import DEFAULT_SETTINGS
 from soae_core.analysis.target_grid import one_image_per_class, source_target_grid
 from soae_core.data import load_samples
-from soae_core.eight_bit import verdict_8bit
+from soae_core.eight_bit import EIGHT_BIT_COLUMN, verdict_8bit
 from soae_core.models import build_model, load_model, save_state_dict
+from soae_core.targets import TargetRule, choose_targets
 from soae_core.transfer import transfer_matrix, transfer_verdicts
 
 GRID = "app_pages/target_grid.py"  # relative to app.py
 COMPARE = "app_pages/compare_sweeps.py"
 KRYLOV = "app_pages/krylov_inspector.py"
+ANATOMY = "app_pages/perturbation_anatomy.py"
+HOW = "app_pages/how_soae_works.py"
 NAMES = load_samples("fashion_mnist").class_names
 pytestmark = pytest.mark.usefixtures("models_dir")
 
@@ -144,6 +148,62 @@ def test_compare_shows_accuracy_after_rounding_and_a_transfer_matrix():
     direct = transfer_matrix(models, samples.images[order], samples.labels[order], "PGD", kwargs)
     np.testing.assert_allclose(matrix.drop(index="(clean images)").to_numpy(), direct.accuracy * 100)
     assert "Transfer matrix (CSV)" in [button.label for button in app.get("download_button")]
+
+
+def test_targeted_compare_transfer_matrix_counts_target_hits():
+    app = start({"eps": "25.5/255", "target": "least likely"}, page=COMPARE)
+    assert_clean(app)
+    app.button(key="transfer::run").click().run()
+    assert_clean(app)
+    matrix = next(frame.value for frame in app.dataframe if "fmnist-cnn-smooth-std" in frame.value.columns)
+    assert list(matrix.index) == ["fmnist-cnn-std", "fmnist-cnn-smooth-std"]  # no clean-accuracy row
+    samples = load_samples("fashion_mnist")
+    order = image_order(samples.labels)[:20]
+    images, labels = samples.images[order], samples.labels[order]
+    models = {name: load_model(name) for name in matrix.columns}
+    targets = choose_targets(TargetRule("least_likely"), models["fmnist-cnn-std"], images, labels)
+    kwargs = DEFAULT_SETTINGS.__class__(eps=25.5 / 255).attack_kwargs("PGD", "fashion_mnist")
+    direct = transfer_matrix(models, images, labels, "PGD", kwargs, targets=targets)
+    np.testing.assert_allclose(matrix.to_numpy(), direct.hit_rate * 100)
+    assert not np.allclose(direct.hit_rate, 1 - direct.accuracy)  # hits are not "any wrong class"
+    assert any("Targeted at each image's least likely class" in caption.value for caption in app.caption)
+
+
+def test_targeted_anatomy_reports_target_success_and_the_8bit_verdict():
+    app = start({"target": "chosen class", "tcls": "Sneaker", "cmp": ["FGSM"], "eps": "25.5/255"}, page=ANATOMY)
+    assert_clean(app)
+    verdicts = app.dataframe[0].value
+    assert list(verdicts.columns) == ["Target", "Prediction", "Success", EIGHT_BIT_COLUMN]
+    assert (verdicts["Target"] == "Sneaker").all()
+    assert verdicts["Success"].tolist() == (verdicts["Prediction"] == "Sneaker").tolist()
+    image, label = first_sample()
+    model = load_model("fmnist-cnn-std")
+    kwargs = DEFAULT_SETTINGS.__class__(eps=25.5 / 255, target_mode="chosen", target_class=7).attack_kwargs(
+        "FGSM", "fashion_mnist")
+    outcome, _ = run_attack(model, image, label, "FGSM", kwargs, target=7)
+    assert verdicts.loc["FGSM", EIGHT_BIT_COLUMN] == verdict_8bit(outcome.success, outcome.success_8bit)
+    assert any("Targeted at **Sneaker**" in caption.value for caption in app.caption)
+
+
+def test_krylov_inspector_with_a_target_analyses_the_target_loss():
+    app = start({"target": "chosen class", "tcls": "Bag", "hvp": "exact"}, page=KRYLOV)
+    assert_clean(app)
+    assert any("Targeted at **Bag**" in info.value for info in app.info)
+    assert any("The target class, **Bag**" in m.value for m in app.markdown)
+    assert len(app.get("plotly_chart")) == 5
+
+
+def test_how_soae_works_with_a_target_draws_the_target_loss():
+    app = start({"target": "chosen class", "tcls": "Bag"}, page=HOW)
+    assert_clean(app)
+    messages = [info.value for info in app.info]
+    assert any("three classes of its own" in m for m in messages)  # the toy says why it is untargeted
+    assert any("Targeted at **Bag**" in m for m in messages)
+    summary = next(frame.value for frame in app.dataframe if "slope gᵀu" in frame.value.columns)
+    image, label = first_sample()
+    settings = DEFAULT_SETTINGS.__class__(target_mode="chosen", target_class=8)
+    expected = loss_landscape(load_model("fmnist-cnn-std"), image, label, settings.soae_kwargs(), 1.0, target=8)
+    assert summary.loc["gradient g", "slope gᵀu"] == pytest.approx(expected.along_gradient.slope, rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------- grid

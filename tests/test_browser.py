@@ -36,6 +36,9 @@ VIEWS = [("krylov-inspector?N=2", "deep_link_krylov_inspector")] + \
     ("krylov-inspector?hvp=exact&tau=1e-6", "krylov_inspector_exact"),
     ("?eps=25.5%2F255&target=chosen+class&tcls=Bag&cmp=PGD&cmp=AutoAttack", "attack_lab_targeted"),
     ("target-grid?eps=25.5%2F255", "target_grid_eps_0.1"),
+    ("perturbation-anatomy?eps=25.5%2F255&target=chosen+class&tcls=Sneaker&cmp=FGSM", "anatomy_targeted"),
+    ("krylov-inspector?hvp=exact&target=chosen+class&tcls=Bag", "krylov_inspector_targeted"),
+    ("how-soae-works?target=least+likely", "how_soae_works_targeted"),
 ]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,

@@ -56,16 +56,20 @@ def test_a_pickle_is_refused_in_the_sidebar(server_url, browser, tmp_path):  # n
         page.close()
 
 
-def test_transfer_matrix_runs_and_downloads(server_url, browser):  # noqa: F811
+@pytest.mark.parametrize("query, name", [("", "compare_transfer"),
+                                         ("?target=least+likely", "compare_transfer_targeted")])
+def test_transfer_matrix_runs_and_downloads(server_url, browser, query, name):  # noqa: F811
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
     try:
-        page.goto(f"{server_url}/compare-sweeps")
+        page.goto(f"{server_url}/compare-sweeps{query}")
         wait_for_app(page)
         page.get_by_role("tab", name="Transfer").click()
         page.get_by_role("button", name="Run PGD on").click()
         page.get_by_role("button", name="Transfer matrix (CSV)").wait_for(timeout=240_000)
         wait_for_app(page)
         assert page.locator('[data-testid="stException"]').count() == 0
-        screenshot_whole_app(page, SCREENSHOTS / "compare_transfer.png")
+        if query:
+            assert page.get_by_text("Targeted at each image's least likely class").count() == 1
+        screenshot_whole_app(page, SCREENSHOTS / f"{name}.png")
     finally:
         page.close()

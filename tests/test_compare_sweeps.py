@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import tiny_cnn
+from test_eight_bit import Threshold
 
 from soae_core import metrics
 from soae_core.analysis.compare_sweeps import (
@@ -23,11 +24,12 @@ from soae_core.analysis.compare_sweeps import (
     sweep_jobs,
     sweep_table,
     tables_json,
+    transfer_setup,
 )
 from soae_core.analysis.jobs import BatchOutcome, Job, batches, combine, image_order, run_batch
-from soae_core.analysis.settings import DEFAULT_SETTINGS
-from soae_core.attacks import FGSM, PGD
-from soae_core.eight_bit import to_8bit
+from soae_core.analysis.settings import DEFAULT_SETTINGS, AttackSettings
+from soae_core.attacks import FGSM, PGD, SOAE
+from soae_core.eight_bit import EIGHT_BIT_COLUMN, rounding_check, to_8bit
 
 EPS = 0.1
 
@@ -112,7 +114,8 @@ def test_tables_hold_accuracies_fooled_shares_and_quality_means(data):
     results = {job.label: run_job(model, job, images, labels, 6) for job in jobs}
     table = accuracy_table(results)
     assert list(table.index) == [CLEAN_ROW, "FGSM", "SOAE"]
-    assert list(table.columns) == ["Images", "Accuracy", ACCURACY_8BIT, "Fooled", "Gradient evals / image", "Time (s)"]
+    assert list(table.columns) == ["Images", "Accuracy", ACCURACY_8BIT, "Fooled", EIGHT_BIT_COLUMN,
+                                   "Gradient evals / image", "Time (s)"]
     assert table.loc[CLEAN_ROW, "Accuracy"] == pytest.approx(9 / 12)
     soae = results["SOAE"]
     correct = soae.clean_prediction == soae.labels
@@ -129,9 +132,38 @@ def test_tables_hold_accuracies_fooled_shares_and_quality_means(data):
         pytest.approx(20 * math.log10(255))
     assert quality.loc["FGSM", "SSIM"] == pytest.approx(metrics.ssim(images, adv)[changed].mean())
     curve = budget_table(results)
-    assert list(curve.columns) == ["Attack", "Step", "Gradient evals / image", "Accuracy"]
+    assert list(curve.columns) == ["Attack", "Step", "Gradient evals / image", "Accuracy", EIGHT_BIT_COLUMN]
     assert len(curve) == 2 + 3  # FGSM: step 0 and 1; SOAE: step 0, 1, 2
     assert curve.iloc[0]["Accuracy"] == pytest.approx(9 / 12)
+
+
+def test_every_table_reports_the_share_still_adversarial_after_8bit_rounding(data):
+    # One-pixel images below a threshold at 100.3/255; FGSM adds 0.5/255: 99.9 → 100.4 is adversarial
+    # until rounding takes it to 100, 100.1 → 100.6 stays adversarial (101), the others are not.
+    threshold = Threshold(boundary_255=100.3)
+    pixels = torch.tensor([99.9, 99.7, 99.0, 100.1], dtype=torch.float64).view(4, 1, 1, 1) / 255
+    zeros = torch.zeros(4, dtype=torch.long)
+    eps = 0.5 / 255
+    results = {"FGSM": run_job(threshold, Job.of("FGSM", "FGSM", {"eps": eps}), pixels, zeros, 3)}
+    check = rounding_check(threshold, FGSM(threshold, eps=eps)(pixels, zeros).adv, zeros)
+    expected = float(np.mean(check.adversarial & check.adversarial_8bit))
+    fooled = float(np.mean(check.adversarial))
+    assert (fooled, expected) == (0.5, 0.25)
+    accuracy, quality = accuracy_table(results), quality_table(results)
+    for table in (accuracy, quality):
+        assert table.loc["FGSM", EIGHT_BIT_COLUMN] == pytest.approx(expected)
+        assert table.loc["FGSM", "Fooled"] == pytest.approx(fooled)
+    assert math.isnan(accuracy.loc[CLEAN_ROW, EIGHT_BIT_COLUMN])
+    curve = budget_table(results)
+    assert curve[EIGHT_BIT_COLUMN].iloc[-1] == pytest.approx(expected)
+    assert curve[EIGHT_BIT_COLUMN].iloc[:-1].isna().all()  # no intermediate images to round
+    model, images, labels = data
+    correct = (metrics.predictions(model, images) == labels).numpy()
+    jobs = sweep_jobs("eta", {"eps": eps, "steps": 1}, values=(1e-3,))
+    sweep = sweep_table("eta", jobs, {jobs[0].label: run_job(model, jobs[0], images, labels, 12)})
+    soae = SOAE(model, eps=eps, steps=1, eta=1e-3, hvp="finite_difference")(images, labels).adv
+    check = rounding_check(model, soae, labels)
+    assert sweep.loc[0, EIGHT_BIT_COLUMN] == pytest.approx(np.mean((check.adversarial & check.adversarial_8bit)[correct]))
 
 
 def test_sweep_jobs_set_the_swept_parameter():
@@ -157,7 +189,7 @@ def test_sweep_tables_have_one_row_per_value(data):
     jobs = sweep_jobs("tau", {"eps": EPS, "hvp": "exact", "steps": 1}, values=(1e-1, 1e-6), max_krylov=10)
     results = {job.label: run_job(model, job, images, labels, 12) for job in jobs}
     table = sweep_table("tau", jobs, results)
-    assert list(table.columns) == ["τ", "Accuracy", "Gradient evals / image", "Time (s)",
+    assert list(table.columns) == ["τ", "Accuracy", "Fooled", EIGHT_BIT_COLUMN, "Gradient evals / image", "Time (s)",
                                    "Time ÷ time at the largest τ", "Gradient evals ÷ at the largest τ", "m mean",
                                    "At the cap"]
     assert table["τ"].tolist() == [1e-1, 1e-6]
@@ -171,7 +203,7 @@ def test_sweep_tables_have_one_row_per_value(data):
     steps_jobs = sweep_jobs("steps", {"eps": EPS, "hvp": "exact", "steps": 1}, {"eps": EPS, "alpha": EPS / 4}, steps=3)
     steps_results = {job.label: run_job(model, job, images, labels, 12) for job in steps_jobs}
     steps_table = sweep_table("steps", steps_jobs, steps_results)
-    assert list(steps_table.columns) == ["Attack", "Iteration", "Gradient evals / image", "Accuracy"]
+    assert list(steps_table.columns) == ["Attack", "Iteration", "Gradient evals / image", "Accuracy", EIGHT_BIT_COLUMN]
     assert len(steps_table) == 2 * 4
 
 
@@ -187,3 +219,25 @@ def test_image_counts_offer_what_the_set_holds():
     assert image_counts(200) == [10, 20, 50, 100, 150, 200]
     assert image_counts(60) == [10, 20, 50]
     assert image_counts(5) == [5]
+
+
+def test_transfer_setup_follows_the_target_rule(data):
+    model, images, labels = data
+    names = tuple(f"c{k}" for k in range(5))
+    plain = transfer_setup(model, images, labels, AttackSettings(), names)
+    assert plain.targets is None and plain.kept.tolist() == list(range(12)) and "accuracy" in plain.note
+    common = int(labels.mode().values)  # a class some images have: they are left out
+    chosen = transfer_setup(model, images, labels, AttackSettings(target_mode="chosen", target_class=common), names)
+    others = (labels != common).numpy()
+    assert 0 < others.sum() < 12
+    assert chosen.kept.tolist() == np.flatnonzero(others).tolist() and (chosen.targets == common).all()
+    assert f"The {int((~others).sum())} image" in chosen.note and "classifies as their target" in chosen.note
+    least = transfer_setup(model, images, labels, AttackSettings(target_mode="least_likely"), names)
+    with torch.no_grad():
+        logits = model(images)
+    logits[torch.arange(12), labels] = torch.inf
+    assert least.targets.tolist() == logits.argmin(1).tolist() and least.kept.tolist() == list(range(12))
+    assert "Targeted at each image's least likely class" in least.note
+    with pytest.raises(ValueError, match="every image"):
+        transfer_setup(model, images[labels == common], labels[labels == common],
+                       AttackSettings(target_mode="chosen", target_class=common), names)

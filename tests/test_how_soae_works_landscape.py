@@ -148,3 +148,23 @@ def test_bad_inputs_raise_value_errors_naming_them(change, word):
         label = -1
     with pytest.raises(ValueError, match=word):
         loss_along_line(model, image, label, direction, radius=radius)
+
+
+def test_targeted_landscape_is_the_target_loss():
+    model, image, label = setup()
+    kwargs = {"eps": 8 / 255, "hvp": "exact", "tau": 1e-6}
+    target = 0
+    plain = loss_landscape(model, image, label, kwargs, scale=0.5)
+    aimed = loss_landscape(model, image, label, kwargs, scale=0.5, target=target)
+    assert aimed.target == target and plain.target is None
+    assert aimed.along_gradient.loss_at_image == pytest.approx(direct_loss(model, image, target))
+    assert plain.along_gradient.loss_at_image == pytest.approx(direct_loss(model, image, label))
+    assert aimed.along_gradient.loss_at_image != pytest.approx(plain.along_gradient.loss_at_image)
+    # g and δ̃ of the target's loss: the line along g has slope ‖∇ CE(target)‖.
+    gradient, _ = dense_gradient_and_hessian(model, image, target)
+    assert aimed.along_gradient.slope == pytest.approx(float(gradient.norm()), rel=1e-8)
+    directions = soae_directions(model, image, target, kwargs)
+    np.testing.assert_allclose(aimed.along_soae.loss, loss_along_line(model, image, target, directions.soae_direction,
+                                                                       aimed.radius, len(aimed.along_soae.loss)).loss)
+    with pytest.raises(ValueError, match="true class"):
+        loss_landscape(model, image, label, kwargs, target=label)

@@ -157,3 +157,50 @@ def test_margin_gains_reject_bad_class_names(image):
     model = _frozen("fmnist-cnn-std")
     with pytest.raises(ValueError, match="class_names"):
         class_margin_gains(model, image, 2, DEFAULT_SETTINGS, ("a", "b"))
+
+
+def test_targeted_views_work_on_the_target_loss(relu_model, image):
+    """With a target every view analyses the target's cross-entropy, as targeted SOAE does."""
+    settings = dataclasses.replace(DEFAULT_SETTINGS, steps=2, hvp="exact")
+    label, target = 4, 7
+    plain, aimed = krylov_history(relu_model, image, label, settings), krylov_history(relu_model, image, label,
+                                                                                      settings, target)
+    result = SOAE(relu_model, **settings.soae_kwargs(), targeted=True, true_residual=True,
+                  keep_images=False)(image, torch.tensor([target]))
+    assert [r.m for r in aimed] == [int(it.krylov.iterations[0]) for it in result.trace.iterations]
+    np.testing.assert_allclose(aimed[0].residuals, result.trace.iterations[0].krylov.residuals[0].numpy())
+    assert not np.allclose(plain[0].ritz_values[:1], aimed[0].ritz_values[:1])
+    model64 = copy.deepcopy(relu_model).double()
+    # Arnoldi starts from the target loss's gradient. (On a ReLU net H = Jᵀ(diag p − ppᵀ)J does not
+    # depend on the class, so its nonzero eigenvalues are the untargeted ones.)
+    spectrum = hessian_spectrum(model64, image.double(), label, max_dim=40, target=target)
+    np.testing.assert_allclose(spectrum.ritz_values,
+                               hessian_spectrum(model64, image.double(), target, max_dim=40).ritz_values)
+    etas = (1e-3,)
+    aimed_fd = fd_accuracy_sweep(relu_model, model64, image, label, etas=etas, target=target)
+    at_target = fd_accuracy_sweep(relu_model, model64, image, target, etas=etas)
+    np.testing.assert_allclose(aimed_fd["relative_error"], at_target["relative_error"])
+    table = tau_to_m_table(relu_model, image, label, DEFAULT_SETTINGS, taus=(1e-2,), max_dim=40, target=target)
+    direct = SOAE(relu_model, tau=1e-2, max_krylov=40, hvp="exact").direction(image, torch.tensor([target]))
+    assert table.loc[1e-2, "m (exact)"] == int(direct.krylov.iterations[0])
+    with pytest.raises(ValueError, match="true class"):
+        krylov_history(relu_model, image, label, settings, target=label)
+
+
+def test_targeted_margin_gains_step_down_the_target_loss(image):
+    model = _frozen("fmnist-cnn-std", torch.float64)
+    x, label, target = image.double(), 3, 8
+    settings = dataclasses.replace(DEFAULT_SETTINGS, hvp="exact", eps=0.05, steps=4)
+    names = tuple(f"c{k}" for k in range(10))
+    gains = class_margin_gains(model, x, label, settings, names, target=target)
+    assert gains["target"].tolist() == [k == target for k in range(10) if k != label]
+    # the targeted gradient step by hand: −(α/N)·sign(∇ CE(target)), projected to [0, 1]
+    x_req = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x_req), torch.tensor([target])), x_req)
+    delta = (x - settings.alpha / settings.steps * grad.sign()).clamp(0, 1) - x
+    expected = _jacobian_gain(model, x, label, delta)
+    np.testing.assert_allclose(gains["along g"], [float(expected[k]) for k in range(10) if k != label], rtol=1e-8)
+    plain = class_margin_gains(model, x, label, settings, names)
+    assert not plain["target"].any() and not np.allclose(plain["along g"], gains["along g"])
+    # the targeted step gains on the target class more than the untargeted one does
+    assert gains.loc[gains["target"], "along g"].iloc[0] > plain.loc[gains["target"], "along g"].iloc[0]

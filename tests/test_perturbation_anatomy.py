@@ -13,7 +13,9 @@ from soae_core.analysis.perturbation_anatomy import (
     location_table,
     perturbation_anatomy,
     spatial_layers,
+    verdict_table,
 )
+from soae_core.eight_bit import EIGHT_BIT_COLUMN, rounding_check, verdict_8bit
 
 
 def setup():
@@ -133,3 +135,34 @@ def test_feature_maps_leave_other_models_forward_passes_alone():
     outputs = metrics.feature_maps(wrapper, image, ["body.0"])
     with torch.no_grad():
         np.testing.assert_allclose(outputs["body.0"].numpy(), wrapper.body[0](image).numpy())
+
+
+def test_verdicts_follow_the_target_and_the_8bit_check():
+    model, image, label, advs = setup()
+    names = tuple(f"c{k}" for k in range(5))
+    batch = torch.cat(list(advs.values()))
+    predictions = metrics.predictions(model, batch)
+    untargeted = perturbation_anatomy(model, image, label, advs)
+    table = verdict_table(untargeted, names)
+    assert list(table.columns) == ["Prediction", "Success", EIGHT_BIT_COLUMN]
+    check = rounding_check(model, batch, torch.full((2,), label))
+    assert table["Success"].tolist() == check.adversarial.tolist()
+    assert table[EIGHT_BIT_COLUMN].tolist() == [verdict_8bit(a, b) for a, b in
+                                                zip(check.adversarial, check.adversarial_8bit, strict=True)]
+    # Aim at the class the first example reaches: a success there, whatever the untargeted verdict was.
+    target = int(predictions[0]) if int(predictions[0]) != label else (label + 1) % 5
+    targeted = perturbation_anatomy(model, image, label, advs, target=target)
+    table = verdict_table(targeted, names)
+    assert list(table.columns) == ["Target", "Prediction", "Success", EIGHT_BIT_COLUMN]
+    assert (table["Target"] == names[target]).all()
+    assert table["Success"].tolist() == (predictions == target).tolist()
+    check = rounding_check(model, batch, torch.full((2,), label), torch.full((2,), target))
+    assert table[EIGHT_BIT_COLUMN].tolist() == [verdict_8bit(a, b) for a, b in
+                                                zip(check.adversarial, check.adversarial_8bit, strict=True)]
+    # A class no example reaches: every untargeted success becomes a failure.
+    other = next(k for k in range(5) if k != label and k not in predictions.tolist())
+    missed = verdict_table(perturbation_anatomy(model, image, label, advs, target=other), names)
+    assert untargeted.attacks[0].success and not missed["Success"].any()
+    assert (missed[EIGHT_BIT_COLUMN] == "not adversarial").all()
+    with pytest.raises(ValueError, match="label"):
+        perturbation_anatomy(model, image, label, advs, target=9)

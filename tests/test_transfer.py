@@ -65,6 +65,11 @@ def test_targeted_transfer_reports_target_hits(zoo):
     assert result.hit_rate.shape == (1, 3) and result.hit_rate[0, 0] >= 0.8
     assert result.hit_rate[0, 0] <= 1 - result.accuracy[0, 0] + 1e-12
     assert "target hit (%)" in result.long_table().columns
+    # The table a targeted matrix shows is the hit rate (success = predicts the target), not accuracy.
+    shown = result.table()
+    assert list(shown.index) == ["fmnist-cnn-std"] and list(shown.columns) == list(NAMES)
+    assert shown.to_numpy().tolist() == (result.hit_rate * 100).tolist()
+    assert result.table(after_rounding=True).to_numpy().tolist() == (result.hit_rate_8bit * 100).tolist()
 
 
 def test_a_crafting_hook_replaces_the_attack(zoo):

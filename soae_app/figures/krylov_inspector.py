@@ -97,11 +97,16 @@ def fd_accuracy_figure(table: pd.DataFrame, eta: float) -> go.Figure:
 def margin_gains_figure(gains: pd.DataFrame) -> go.Figure:
     """Grouped bars per wrong class: the first-order gain of its advantage for SOAE's first step along
     g and along δ̃, with the gap it would have to close drawn as a black tick (a bar reaching the tick
-    flips the prediction to that class). The nearest wrong class is marked with ★."""
-    names = [f"★ {c}" if near else c for c, near in zip(gains["class"], gains["nearest"], strict=False)]
+    flips the prediction to that class). The nearest wrong class is marked with ★, a target class
+    (targeted step, along −g and −δ̃) with ◎."""
+    targeted = "target" in gains and bool(gains["target"].any())
+    aims = gains["target"] if targeted else [False] * len(gains)
+    names = [("◎ " if aim else "") + (f"★ {c}" if near else c)
+             for c, near, aim in zip(gains["class"], gains["nearest"], aims, strict=False)]
+    sign = "−" if targeted else ""
     figure = go.Figure()
-    for column, colour, label in (("along g", attack_colour("SOAE-g"), "step along g (SOAE without curvature)"),
-                                  ("along δ̃", attack_colour("SOAE"), "step along δ̃ (SOAE)")):
+    for column, colour, label in (("along g", attack_colour("SOAE-g"), f"step along {sign}g (SOAE without curvature)"),
+                                  ("along δ̃", attack_colour("SOAE"), f"step along {sign}δ̃ (SOAE)")):
         figure.add_trace(go.Bar(x=names, y=gains[column], name=label, marker_color=colour,
                                 hovertemplate="%{x}: Δa = %{y:.3f}<extra>" + label + "</extra>"))
     figure.add_trace(go.Scatter(x=names, y=gains["gap"], mode="markers", name="gap to close (z_y − z_k)",
@@ -110,5 +115,6 @@ def margin_gains_figure(gains: pd.DataFrame) -> go.Figure:
                                 hovertemplate="%{x}: gap %{y:.3f}<extra></extra>"))
     figure.update_yaxes(title_text="change of z_k − z_y (logits)", zeroline=True, zerolinecolor="#888888")
     return layout(figure, 380, barmode="group",
-                  title={"text": "One step, first order: how much each wrong class gains (★ nearest class)"},
+                  title={"text": "One step, first order: how much each wrong class gains (★ nearest class"
+                                 + (", ◎ target)" if targeted else ")")},
                   legend={"orientation": "h", "y": -0.2})

@@ -27,7 +27,7 @@ from soae_core import __version__
 from soae_core.analysis.common import check_single_image, class_probabilities
 from soae_core.analysis.settings import AttackSettings
 from soae_core.attacks import make_attack
-from soae_core.eight_bit import project_to_8bit, rounding_check, to_8bit, verdict_8bit
+from soae_core.eight_bit import EIGHT_BIT_COLUMN, project_to_8bit, rounding_check, to_8bit, verdict_8bit
 from soae_core.metrics import perturbation_norms, psnr, ssim
 from soae_core.targets import attack_succeeded, choose_targets
 from soae_core.transfer import transfer_verdicts
@@ -289,9 +289,6 @@ def top_k(probabilities: np.ndarray, class_names: tuple[str, ...], k: int = 5) -
     """The k most probable classes as (name, probability), most probable first."""
     order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
     return [(class_names[i], float(probabilities[i])) for i in order]
-
-
-EIGHT_BIT_COLUMN = "Adversarial after 8-bit rounding"
 
 
 def metrics_table(run: LabRun) -> pd.DataFrame:

@@ -421,13 +421,15 @@ LANDSCAPE_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 @dataclass
 class Landscape:
     """The loss around one image: along g, along SOAE's δ̃ and on their plane (each with its
-    quadratic model); radius: the half-width of the offsets, corner: ε·√(C·H·W)."""
+    quadratic model); radius: the half-width of the offsets, corner: ε·√(C·H·W); target: the
+    class whose loss it is for a targeted attack (None: the true class's, untargeted)."""
 
     along_gradient: LossLine
     along_soae: LossLine
     plane: LossPlane
     radius: float
     corner: float
+    target: int | None = None
 
 
 def landscape_points(pixels: int) -> tuple[int, int]:
@@ -437,14 +439,23 @@ def landscape_points(pixels: int) -> tuple[int, int]:
 
 
 def loss_landscape(model: nn.Module, image: torch.Tensor, label: int, soae_kwargs: dict[str, Any],
-                   scale: float = 1.0) -> Landscape:
+                   scale: float = 1.0, target: int | None = None) -> Landscape:
     """:func:`loss_along_line` along g and along δ̃ (SOAE with ``soae_kwargs``, which holds ``eps``)
-    and :func:`loss_on_plane` on their plane, over offsets of ``scale`` · ε·√(C·H·W)."""
+    and :func:`loss_on_plane` on their plane, over offsets of ``scale`` · ε·√(C·H·W).
+
+    target: the class of a targeted attack: then every loss, g and δ̃ are those of the target's
+    cross-entropy (the loss targeted SOAE lowers, stepping along −δ̃); ``label`` is the true class.
+    ValueError when target equals label.
+    """
+    check_single_image(model, image, label)
+    if target is not None and target == label:
+        raise ValueError(f"target class {target} is the true class of the image; choose another target")
+    goal = label if target is None else target
     corner = default_radius(image, soae_kwargs["eps"])
     radius = check_positive("scale", scale) * corner
     line_points, plane_points = landscape_points(image[0].numel())
-    directions = soae_directions(model, image, label, soae_kwargs)
-    return Landscape(along_gradient=loss_along_line(model, image, label, directions.gradient, radius, line_points),
-                     along_soae=loss_along_line(model, image, label, directions.soae_direction, radius, line_points),
-                     plane=loss_on_plane(model, image, label, directions, radius, plane_points),
-                     radius=radius, corner=corner)
+    directions = soae_directions(model, image, goal, soae_kwargs)
+    return Landscape(along_gradient=loss_along_line(model, image, goal, directions.gradient, radius, line_points),
+                     along_soae=loss_along_line(model, image, goal, directions.soae_direction, radius, line_points),
+                     plane=loss_on_plane(model, image, goal, directions, radius, plane_points),
+                     radius=radius, corner=corner, target=target)

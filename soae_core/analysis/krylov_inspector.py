@@ -4,7 +4,9 @@ as a function of η, how the Krylov dimension m depends on τ, and where SOAE's 
 step along δ̃ and along g changes every wrong class's logit advantage (first order, and measured).
 
 All functions take one image (1, C, H, W) in [0, 1] and its true label, and return NumPy arrays
-or pandas DataFrames (picklable, so the app can cache them).
+or pandas DataFrames (picklable, so the app can cache them). Given a ``target`` class (a targeted
+attack), they work on the loss SOAE then uses, the cross-entropy of the target: g, H and the
+Krylov space are that loss's, and the targeted step goes along −δ̃ (it lowers the loss).
 """
 
 from __future__ import annotations
@@ -54,12 +56,25 @@ def record_from_gmres(result: GMRESResult, iteration: int, sample: int = 0) -> K
                         ritz_values=result.ritz_values(sample).numpy())
 
 
-def krylov_history(model: nn.Module, image: torch.Tensor, label: int, settings: AttackSettings) -> list[KrylovRecord]:
-    """Run SOAE with ``settings`` on one image, recording true residuals too; one record per
-    outer iteration. (True residuals cost one extra product per Krylov step, so this run's
-    gradient count is not the attack's: the Attack Lab runs without them.)"""
+def _goal(model: nn.Module, image: torch.Tensor, label: int, target: int | None) -> torch.Tensor:
+    """The class whose loss SOAE works on, (1,) int64: ``target`` when given (it must differ from the
+    true ``label``), else ``label``. ValueError for a bad image, label or target."""
     y = check_single_image(model, image, label)
-    result = SOAE(model, **settings.soae_kwargs(), true_residual=True, keep_images=False)(image, y)
+    if target is None:
+        return y
+    if target == label:
+        raise ValueError(f"target class {target} is the true class of the image; choose another target")
+    return check_single_image(model, image, target)
+
+
+def krylov_history(model: nn.Module, image: torch.Tensor, label: int, settings: AttackSettings,
+                   target: int | None = None) -> list[KrylovRecord]:
+    """Run SOAE with ``settings`` on one image (aimed at ``target`` when given), recording true
+    residuals too; one record per outer iteration. (True residuals cost one extra product per
+    Krylov step, so this run's gradient count is not the attack's: the Attack Lab runs without them.)"""
+    goal = _goal(model, image, label, target)
+    result = SOAE(model, **settings.soae_kwargs(), targeted=target is not None, true_residual=True,
+                  keep_images=False)(image, goal)
     return [record_from_gmres(it.krylov, index) for index, it in enumerate(result.trace.iterations, start=1)]
 
 
@@ -79,15 +94,17 @@ class Spectrum:
     num_classes: int
 
 
-def hessian_spectrum(model: nn.Module, image: torch.Tensor, label: int, max_dim: int = 60) -> Spectrum:
-    """Arnoldi on the exact input Hessian H from the gradient g (GMRES on H d = g, x0 = 0).
+def hessian_spectrum(model: nn.Module, image: torch.Tensor, label: int, max_dim: int = 60,
+                     target: int | None = None) -> Spectrum:
+    """Arnoldi on the exact input Hessian H from the gradient g (GMRES on H d = g, x0 = 0), of the
+    loss of ``label`` — or of ``target`` when given (the targeted attack's loss).
 
     For a ReLU network H = Jᵀ(diag p − ppᵀ)J has rank ≤ C − 1, so the process ends by breakdown
     after at most C − 1 steps and the Ritz values are H's nonzero eigenvalues (all ≥ 0). A smooth
     network adds a full-rank, indefinite term: m runs to ``max_dim``, negative values appear.
     Use a float64 model for a clean breakdown test.
     """
-    y = check_single_image(model, image, label)
+    y = _goal(model, image, label, target)
     max_dim = check_int("max_dim", max_dim, minimum=1)
     with torch.no_grad():
         num_classes = int(model(image).shape[1])
@@ -109,10 +126,11 @@ def _relative_error(product: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def fd_accuracy_sweep(model32: nn.Module, model64: nn.Module, image: torch.Tensor, label: int,
-                      etas: tuple[float, ...] = FD_ACCURACY_ETAS) -> pd.DataFrame:
+                      etas: tuple[float, ...] = FD_ACCURACY_ETAS, target: int | None = None) -> pd.DataFrame:
     """Relative error ‖Hv_fd − Hv‖/‖Hv‖ of finite-difference products against the exact one.
 
-    v is the input gradient at the image (the paper's first product, Hg). The reference Hv is
+    v is the input gradient at the image (the paper's first product, Hg), of the loss of ``label``
+    or, when given, of ``target``. The reference Hv is
     the exact product in float64; the differences are taken in float32 (``model32``) and
     float64 (``model64``, the same weights), forward and central, for every η in ``etas``.
     Large η: truncation error (curvature changes, ReLU/max-pool kinks are crossed); small η:
@@ -121,7 +139,7 @@ def fd_accuracy_sweep(model32: nn.Module, model64: nn.Module, image: torch.Tenso
     Returns a DataFrame with columns eta, scheme ("forward"/"central"), dtype, relative_error
     (NaN where the product is not finite or the exact product is zero).
     """
-    y = check_single_image(model64, image.double(), label)
+    y = _goal(model64, image.double(), label, target)
     etas = tuple(check_positive("etas", eta) for eta in etas)
     x64 = image.detach().double()
     _, v = input_gradient(model64, x64, y)
@@ -155,15 +173,16 @@ def m_for_tau(record: KrylovRecord, tau: float) -> tuple[int, str]:
 
 
 def tau_to_m_table(model: nn.Module, image: torch.Tensor, label: int, settings: AttackSettings,
-                   taus: tuple[float, ...] = TAU_CHOICES, max_dim: int = 100) -> pd.DataFrame:
-    """m(τ) in the first outer iteration of SOAE at the image, for the finite-difference (with
-    ``settings.eta``) and the exact product.
+                   taus: tuple[float, ...] = TAU_CHOICES, max_dim: int = 100,
+                   target: int | None = None) -> pd.DataFrame:
+    """m(τ) in the first outer iteration of SOAE at the image (aimed at ``target`` when given), for
+    the finite-difference (with ``settings.eta``) and the exact product.
 
     One GMRES run per product with the smallest τ and cap ``max_dim``; see :func:`m_for_tau`.
     Returns a DataFrame indexed by τ with columns "m (finite difference)", "stop (finite
     difference)", "m (exact)", "stop (exact)".
     """
-    y = check_single_image(model, image, label)
+    y = _goal(model, image, label, target)
     taus = tuple(sorted((check_open_interval("taus", t, 0.0, 1.0) for t in taus), reverse=True))
     max_dim = check_int("max_dim", max_dim, minimum=1)
     table = pd.DataFrame(index=pd.Index(taus, name="τ"))
@@ -201,21 +220,23 @@ def comparison_models(info: ModelInfo, infos: list[ModelInfo]) -> list[ModelInfo
 
 
 def class_margin_gains(model: nn.Module, image: torch.Tensor, label: int, settings: AttackSettings,
-                       class_names: tuple[str, ...]) -> pd.DataFrame:
+                       class_names: tuple[str, ...], target: int | None = None) -> pd.DataFrame:
     """What SOAE's first step does to every wrong class, along δ̃ (with ``settings``' product) and along g.
 
     One row per wrong class k (in class order): "class"; "gap" = z_y − z_k at the image (the logit
     margin the attack must close, > 0 while the image is classified correctly); "along g" and
     "along δ̃": the first-order gain Δa_k = (J_k − J_y)·δ of k's advantage for the step
     δ = (α/N)·sign(g) or (α/N)·sign(δ̃), projected; "along g, measured" and "along δ̃, measured":
-    the same through the network; "nearest": True for the wrong class with the smallest gap.
-    Computed by :func:`first_order_margins` (the measurement of bench/measure_margins.py).
+    the same through the network; "nearest": True for the wrong class with the smallest gap;
+    "target": True for ``target`` (when given, the step is the targeted one, −(α/N)·sign(·) of the
+    target's loss gradient and its δ̃). Computed by :func:`first_order_margins` (the measurement of bench/measure_margins.py).
     ValueError for a bad image, label or class_names.
     """
     y = check_single_image(model, image, label)
+    goal = None if target is None else _goal(model, image, label, target)
     soae = settings.soae_kwargs()
     change = first_order_margins(model, image.detach(), y, eps=soae["eps"], steps=soae["steps"], alpha=soae["alpha"],
-                                 hvp=soae["hvp"], tau=soae["tau"], max_krylov=soae["max_krylov"])
+                                 hvp=soae["hvp"], tau=soae["tau"], max_krylov=soae["max_krylov"], targets=goal)
     wrong = [k for k in range(change.advantage.shape[1]) if k != label]
     if len(class_names) != change.advantage.shape[1]:
         raise ValueError(f"class_names must have one name per class ({change.advantage.shape[1]}), "
@@ -229,6 +250,7 @@ def class_margin_gains(model: nn.Module, image: torch.Tensor, label: int, settin
         "along g, measured": [float(change.gradient_actual[0, k]) for k in wrong],
         "along δ̃, measured": [float(change.newton_actual[0, k]) for k in wrong],
         "nearest": [k == nearest for k in wrong],
+        "target": [k == target for k in wrong],
     })
 
 
@@ -236,6 +258,13 @@ def describe_margin_gains(gains: pd.DataFrame) -> str:
     """One Markdown sentence on a :func:`class_margin_gains` table: the nearest wrong class's gap and
     what each step closes of it, and the mean and spread (std) of the gains over the wrong classes."""
     nearest = gains[gains["nearest"]].iloc[0]
+    if "target" in gains and gains["target"].any():
+        aim = gains[gains["target"]].iloc[0]
+        return (f"The target class, **{aim['class']}**, is {aim['gap']:.2f} logits away. One targeted SOAE step "
+                f"along −δ̃ closes {aim['along δ̃']:.2f} of that, the same step along −g {aim['along g']:.2f}. The "
+                f"nearest wrong class is **{nearest['class']}** ({nearest['gap']:.2f} logits away). Over the "
+                f"{len(gains)} wrong classes δ̃ gains {gains['along δ̃'].mean():.2f} on average, g "
+                f"{gains['along g'].mean():.2f}.")
     return (f"The nearest wrong class, **{nearest['class']}**, is {nearest['gap']:.2f} logits away. One SOAE step "
             f"along δ̃ closes {nearest['along δ̃']:.2f} of that, the same step along the plain gradient g "
             f"{nearest['along g']:.2f}. Over the {len(gains)} wrong classes δ̃ gains {gains['along δ̃'].mean():.2f} "
@@ -285,7 +314,7 @@ def _advantage(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def first_order_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 8 / 255,
                         steps: int = 4, alpha: float | None = None, hvp: str = "exact", tau: float = 1e-3,
-                        max_krylov: int = 30) -> MarginChange:
+                        max_krylov: int = 30, targets: torch.Tensor | None = None) -> MarginChange:
     """Advantage changes of every class for SOAE's first step along δ̃ and along g at x.
 
     Args:
@@ -293,17 +322,20 @@ def first_order_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
         y: (B,) int64 true classes.
         eps, steps, alpha, hvp, tau, max_krylov: SOAE's settings (alpha None: 2.5·eps); the step
             compared is the first one, (α/N)·sign(·), projected to the ε-ball and [0, 1].
+        targets: (B,) int64 target classes of a targeted attack: δ̃ and g are then those of the
+            targets' loss and the step goes along −sign(·), as targeted SOAE steps (None: untargeted).
     Returns a :class:`MarginChange`. ValueError for bad settings or images (from :class:`SOAE`).
     """
     attack = SOAE(model, eps=eps, steps=steps, alpha=alpha, hvp=hvp, tau=tau, max_krylov=max_krylov,
-                  keep_images=False)
+                  keep_images=False, targeted=targets is not None)
     x, y = attack.validate(x, y)
+    goal = y if targets is None else attack.validate(x, targets)[1]
     was_training = model.training
     model.eval()
     try:
-        found = attack.direction(x, y)
+        found = attack.direction(x, goal)
         newton, gradient = found.direction, found.gradient
-        size = attack.alpha / attack.steps
+        size = -attack.alpha / attack.steps if attack.targeted else attack.alpha / attack.steps
         with torch.no_grad():
             logits = model(x)
         advantage = _advantage(logits, y)
@@ -322,7 +354,7 @@ def first_order_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
                         gradient_first_order=out["gradient"][0].double().cpu(),
                         newton_actual=out["newton"][1].double().cpu(),
                         gradient_actual=out["gradient"][1].double().cpu(),
-                        step=float(size), labels=y.cpu(), correct=(logits.argmax(1) == y).cpu())
+                        step=abs(float(size)), labels=y.cpu(), correct=(logits.argmax(1) == y).cpu())
 
 
 def summarise_margins(change: MarginChange) -> list[dict[str, float | str]]:

@@ -18,6 +18,7 @@ from torch import nn
 
 from soae_core import metrics
 from soae_core.analysis.common import check_single_image
+from soae_core.eight_bit import EIGHT_BIT_COLUMN, rounding_check, verdict_8bit
 from soae_core.validation import check_choice, check_int
 
 ATTRIBUTION_TARGETS = ("prediction", "label")
@@ -33,6 +34,8 @@ class AttackAnatomy:
     centred |FFT(δ)|. feature_distortion: {layer: ‖F(x_adv) − F(x)‖ / ‖F(x)‖}. feature_maps:
     {layer: (k, h, w)} of the chosen channels. saliency, integrated_gradients: (H, W) attribution
     maps (summed over channels) of the attributed class; *_similarity: cosine with the clean map.
+    success: x_adv is adversarial (prediction = the target when targeted, else ≠ the true label);
+    success_8bit: it still is after 8-bit rounding (:func:`soae_core.eight_bit.rounding_check`).
     """
 
     name: str
@@ -49,6 +52,8 @@ class AttackAnatomy:
     integrated_gradients: np.ndarray
     saliency_similarity: float
     integrated_gradients_similarity: float
+    success: bool = False
+    success_8bit: bool = False
 
 
 @dataclass
@@ -61,7 +66,8 @@ class Anatomy:
     kept; channels: {layer: channel indices shown}, the ones the attacks change most (summed
     over attacks); clean_feature_maps: {layer: (k, h, w)}; clean_saliency,
     clean_integrated_gradients: (H, W); attribution_target: "prediction" (each image's own
-    predicted class) or "label" (the true class for every image).
+    predicted class) or "label" (the true class for every image); target: the class the attacks
+    aimed at (None: untargeted).
     """
 
     image: np.ndarray
@@ -78,6 +84,7 @@ class Anatomy:
     clean_integrated_gradients: np.ndarray
     attribution_target: str
     attacks: list[AttackAnatomy]
+    target: int | None = None
 
 
 def spatial_layers(model: nn.Module, image: torch.Tensor, layers: list[str] | None = None) -> list[str]:
@@ -97,7 +104,7 @@ def _top_channels(maps: torch.Tensor, k: int) -> list[int]:
 
 def perturbation_anatomy(model: nn.Module, image: torch.Tensor, label: int, advs: dict[str, torch.Tensor],
                          map_layers: list[str] | None = None, top_channels: int = 4,
-                         attribution_target: str = "prediction") -> Anatomy:
+                         attribution_target: str = "prediction", target: int | None = None) -> Anatomy:
     """Everything the Perturbation Anatomy page shows.
 
     Args:
@@ -107,10 +114,12 @@ def perturbation_anatomy(model: nn.Module, image: torch.Tensor, label: int, advs
         map_layers: layers whose feature maps to keep (default: the first two spatial layers).
         top_channels: channels kept per layer (≥ 1).
         attribution_target: "prediction" or "label" (see :class:`Anatomy`).
+        target: the class the attacks aimed at (None: untargeted); it decides success.
 
     Raises ValueError for bad inputs (shapes, ranges, unknown layers or target).
     """
-    check_single_image(model, image, label)
+    y = check_single_image(model, image, label)
+    goal = None if target is None else check_single_image(model, image, target)
     top_channels = check_int("top_channels", top_channels)
     check_choice("attribution_target", attribution_target, ATTRIBUTION_TARGETS)
     if not advs:
@@ -145,6 +154,8 @@ def perturbation_anatomy(model: nn.Module, image: torch.Tensor, label: int, advs
     high_frequency = metrics.high_frequency_share(clean, adversarial)
     spectra = metrics.perturbation_spectrum(clean, adversarial)
     deltas = (adversarial - clean).double().cpu().numpy()
+    check = rounding_check(model, adversarial, y.expand(len(names)),
+                           None if goal is None else goal.expand(len(names)))
 
     attacks = [AttackAnatomy(
         name=name, perturbation=deltas[k], magnitude=np.abs(deltas[k]).mean(axis=0),
@@ -154,14 +165,29 @@ def perturbation_anatomy(model: nn.Module, image: torch.Tensor, label: int, advs
         feature_maps={layer: maps[k + 1] for layer, maps in kept.items()},
         saliency=saliency_maps[k + 1], integrated_gradients=integrated_maps[k + 1],
         saliency_similarity=float(saliency_similarity[k]),
-        integrated_gradients_similarity=float(integrated_similarity[k])) for k, name in enumerate(names)]
+        integrated_gradients_similarity=float(integrated_similarity[k]), success=bool(check.adversarial[k]),
+        success_8bit=bool(check.adversarial_8bit[k])) for k, name in enumerate(names)]
     return Anatomy(image=image[0].double().cpu().numpy(), label=label, clean_prediction=int(predictions[0]),
                    sobel=metrics.sobel_magnitude(image)[0], sobel_edges=metrics.edge_mask(image, "sobel")[0],
                    canny=metrics.edge_mask(image, "canny")[0],
                    distortion_layers=distortion_layers, map_layers=map_layers, channels=channels,
                    clean_feature_maps={layer: maps[0] for layer, maps in kept.items()},
                    clean_saliency=saliency_maps[0], clean_integrated_gradients=integrated_maps[0],
-                   attribution_target=attribution_target, attacks=attacks)
+                   attribution_target=attribution_target, attacks=attacks, target=target)
+
+
+def verdict_table(anatomy: Anatomy, class_names: tuple[str, ...]) -> pd.DataFrame:
+    """One row per attack: (Target,) Prediction, Success and whether the example is still
+    adversarial after 8-bit rounding (:func:`soae_core.eight_bit.verdict_8bit`). Indexed by attack name."""
+    rows = []
+    for a in anatomy.attacks:
+        row = {"Attack": a.name}
+        if anatomy.target is not None:
+            row["Target"] = class_names[anatomy.target]
+        row.update({"Prediction": class_names[a.prediction], "Success": a.success,
+                    EIGHT_BIT_COLUMN: verdict_8bit(a.success, a.success_8bit)})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("Attack")
 
 
 def location_table(anatomy: Anatomy) -> pd.DataFrame:
