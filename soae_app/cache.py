@@ -293,7 +293,7 @@ def target(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSetti
     picks it (:func:`soae_core.analysis.attack_lab.lab_target`). ValueError for a chosen target
     equal to the true class."""
     net = model(info)
-    return attack_lab.lab_target(net, batch(image, net), label, settings, info.class_names)
+    return attack_lab.lab_target(net, compute.batch(image, net), label, settings, info.class_names)
 
 
 # ---------------------------------------------------------------------------------- Krylov Inspector
