@@ -287,7 +287,9 @@ def render_sidebar() -> Selection:
     info = _pick_model()
     image = label = problem = None
     try:
-        st.caption(f"Computing on **{cache.device_label()}** (`SOAE_DEVICE`: auto, cpu, cuda, cuda:N)")
+        st.caption(f"Computing on **{cache.device_label()}**",
+                   help="Chosen when the app starts, by the environment variable SOAE_DEVICE: auto (the default: "
+                        "CUDA when there is a GPU, else the CPU), cpu, cuda or cuda:N.")
     except ValueError as error:  # a bad SOAE_DEVICE: say which values exist, compute nothing
         st.error(str(error))
         problem = str(error)
