@@ -201,12 +201,13 @@ class _Operator:
     or (B, 1, n), returns (B, 1, n) (rows, as the GMRES loop keeps its vectors).
 
     With an ``index``-aware matvec only the active samples are passed (inactive rows of the
-    output are zero); otherwise all B. The matvec runs in the caller's grad mode, outside the
-    loop's inference mode.
+    output are zero); otherwise all B. The matvec runs in the caller's grad and inference modes
+    (not in the loop's inference mode).
     """
 
     def __init__(self, matvec: Matvec, b: torch.Tensor, grad_enabled: bool) -> None:
         self.matvec, self.grad_enabled = matvec, grad_enabled
+        self.inference = torch.is_inference_mode_enabled()  # the caller's mode, restored around matvec
         self.indexed = _takes_index(matvec)
         self.batch, self.shape, self.dtype = b.shape[0], b.shape, b.dtype
         self.all_index = torch.arange(self.batch, device=b.device)
@@ -215,7 +216,7 @@ class _Operator:
 
     def __call__(self, v: torch.Tensor, active_idx: torch.Tensor | None = None) -> torch.Tensor:
         self.calls += 1
-        with torch.inference_mode(False), torch.set_grad_enabled(self.grad_enabled):
+        with torch.inference_mode(self.inference), torch.set_grad_enabled(self.grad_enabled):
             if self.indexed and active_idx is not None and active_idx.numel() < self.batch:
                 self.samples += int(active_idx.numel())
                 self.partial_products[active_idx] += 1

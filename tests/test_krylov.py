@@ -130,6 +130,35 @@ def test_batched_equals_sample_by_sample_and_samples_stop_at_different_j() -> No
     torch.testing.assert_close(plain.solution, batched.solution, rtol=1e-12, atol=1e-12)
 
 
+def test_inference_mode_of_the_loop_stays_inside_the_solver() -> None:
+    """The loop's bookkeeping runs in inference mode, the operator in the caller's mode: the
+    result holds ordinary tensors (in-place edits allowed), and a caller in inference mode
+    gets the same solve, shrinking active set included."""
+    gen = torch.Generator().manual_seed(3)
+    scales = torch.tensor([0.01, 1.0, 10.0], dtype=torch.float64)
+    a = torch.randn(3, DIM, DIM, generator=gen, dtype=torch.float64)
+    matrices = torch.eye(DIM, dtype=torch.float64) + scales[:, None, None] * a @ a.transpose(1, 2) / DIM
+    b = torch.randn(3, DIM, generator=gen, dtype=torch.float64)
+    modes = []
+
+    def matvec(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        modes.append(torch.is_inference_mode_enabled())
+        return torch.einsum("bij,bj->bi", matrices[index], v)
+
+    normal = gmres(matvec, b, tau=1e-8, max_iter=DIM, true_residual=True)
+    assert not any(modes), "the operator must run in the caller's mode, not the loop's"
+    for value in (normal.solution, normal.hessenberg, normal.beta, normal.stop_codes, normal.iterations,
+                  normal.products_per_sample, *normal.residuals, *normal.true_residuals):
+        assert not value.is_inference()
+    normal.solution.mul_(1.0)  # would raise for an inference tensor
+    modes.clear()
+    with torch.inference_mode():
+        inside = gmres(matvec, b, tau=1e-8, max_iter=DIM, true_residual=True)
+    assert all(modes) and len(set(inside.iterations.tolist())) == 3
+    assert inside.iterations.tolist() == normal.iterations.tolist()
+    assert torch.equal(inside.solution, normal.solution) and torch.equal(inside.hessenberg, normal.hessenberg)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_givens_estimate_equals_true_residual(case: str) -> None:
     gen = torch.Generator().manual_seed(5)
