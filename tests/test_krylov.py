@@ -100,13 +100,18 @@ def test_singular_consistent_psd_float32_stops_near_rank_without_nan(rank: int) 
     assert (residual.norm(dim=1) / b.norm(dim=1)).max() < TOL[torch.float32] * 10
 
 
-def test_batched_equals_sample_by_sample_and_samples_stop_at_different_j() -> None:
+def _three_speeds() -> tuple[torch.Tensor, torch.Tensor]:
+    """Three SPD systems (3, DIM, DIM) and right-hand sides (3, DIM), float64, whose different
+    spectra make GMRES stop at three different steps."""
     gen = torch.Generator().manual_seed(3)
-    # Different spectra → different convergence speeds per sample.
     scales = torch.tensor([0.01, 1.0, 10.0], dtype=torch.float64)
     a = torch.randn(3, DIM, DIM, generator=gen, dtype=torch.float64)
     matrices = torch.eye(DIM, dtype=torch.float64) + scales[:, None, None] * a @ a.transpose(1, 2) / DIM
-    b = torch.randn(3, DIM, generator=gen, dtype=torch.float64)
+    return matrices, torch.randn(3, DIM, generator=gen, dtype=torch.float64)
+
+
+def test_batched_equals_sample_by_sample_and_samples_stop_at_different_j() -> None:
+    matrices, b = _three_speeds()
     calls = []
 
     def matvec(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -134,11 +139,7 @@ def test_inference_mode_of_the_loop_stays_inside_the_solver() -> None:
     """The loop's bookkeeping runs in inference mode, the operator in the caller's mode: the
     result holds ordinary tensors (in-place edits allowed), and a caller in inference mode
     gets the same solve, shrinking active set included."""
-    gen = torch.Generator().manual_seed(3)
-    scales = torch.tensor([0.01, 1.0, 10.0], dtype=torch.float64)
-    a = torch.randn(3, DIM, DIM, generator=gen, dtype=torch.float64)
-    matrices = torch.eye(DIM, dtype=torch.float64) + scales[:, None, None] * a @ a.transpose(1, 2) / DIM
-    b = torch.randn(3, DIM, generator=gen, dtype=torch.float64)
+    matrices, b = _three_speeds()
     modes = []
 
     def matvec(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
