@@ -24,7 +24,8 @@ constant cancels), and, at the targets' batch sizes, splits the time into the so
 bookkeeping and the rest by replaying each attack with a GMRES that only makes the same
 operator calls on the same samples.
 
-Run: `python bench/bench_soae.py` (or `./lab bench`). Writes bench/results/soae.json.
+Run: `python bench/bench_soae.py` (or `./lab bench`). Writes bench/results/soae.json (``--output``
+names another file, e.g. to compare with ``--before`` set to another revision).
 """
 
 from __future__ import annotations
@@ -292,6 +293,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--before", default=BEFORE_REV,
                         help="git revision whose soae_core/krylov.py and hvp.py are the 'before' engine (default: the MGS one)")
+    parser.add_argument("--output", default="soae",
+                        help="result name: writes bench/results/<output>.json (default soae, the documented run)")
     add_device_argument(parser)
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -318,7 +321,7 @@ def main() -> None:
         results["before"]["split_finite_difference"] = {
             str(b): measure_split(model, images, labels, b, before) for b in args.batch_sizes if b in TARGETS}
         results["attack_lab_cold_single_image"] = measure_lab_cold(model, images, labels, before)
-    path = write_result("soae", results)
+    path = write_result(args.output, results)
 
     print(f"machine: {machine()} (load average at the start: {results['load_average_at_start']:.2f})")
     print(f"model: {model_name}; {results['settings']}")

@@ -86,13 +86,23 @@ def hvp_forward_difference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v
 
     ``grad_at_x`` (B, C, H, W) is reused if given (then one gradient evaluation per call).
     Returns (B, C, H, W). May contain non-finite values if the model overflows; callers check.
-    (Six tensor operations besides the gradient: at batch 1 each costs ~1 % of a gradient.)
     """
-    norm, safe = _norm_and_safe(v)
     if grad_at_x is None:
         grad_at_x = input_gradient(model, x, y, targeted, loss_fn)[1]
+    return _forward_difference(model, x, y, v, eta, eta, grad_at_x, targeted, loss_fn)
+
+
+def _forward_difference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, eta: float,
+                        eta_divisor: float | torch.Tensor, grad_at_x: torch.Tensor, targeted: bool,
+                        loss_fn: LossFn) -> torch.Tensor:
+    """:func:`hvp_forward_difference` with ∇L(x) given and η also as the divisor ``eta_divisor``:
+    η itself, or η as a 0-dim tensor of x's dtype and device (the same quotient, without
+    converting a Python number on every call). Six tensor operations besides the gradient,
+    each ~1 % of a gradient at batch 1.
+    """
+    norm, safe = _norm_and_safe(v)
     grad_shifted = input_gradient(model, torch.addcdiv(x, v, safe, value=eta), y, targeted, loss_fn)[1]
-    return (grad_shifted - grad_at_x) * (norm / eta)
+    return (grad_shifted - grad_at_x) * (norm / eta_divisor)
 
 
 def hvp_central_difference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
@@ -135,6 +145,7 @@ def make_hvp_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: 
     if mode not in HVP_MODES:
         raise ValueError(f"hvp must be one of {HVP_MODES}, got {mode!r}")
     count = {"evals": 0}
+    eta_divisor = torch.full((), eta, dtype=x.dtype, device=x.device)  # η, filled on the device (no copy)
 
     def matvec(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         # Only the gradients inside need autograd (they enable it themselves): the arithmetic
@@ -149,9 +160,11 @@ def make_hvp_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: 
                 count["evals"] += 2
                 return hvp_central_difference(model, xs, ys, v, eta, targeted, loss_fn)
             count["evals"] += 1
-            base = grad_at_x if grad_at_x is None or everyone else grad_at_x[index]
-            if base is None:
+            if grad_at_x is None:
                 count["evals"] += 1
-            return hvp_forward_difference(model, xs, ys, v, eta, base, targeted, loss_fn)
+                return hvp_forward_difference(model, xs, ys, v, eta, None, targeted, loss_fn)
+            base = grad_at_x if everyone else grad_at_x[index]
+            divisor = eta_divisor if v.dtype == eta_divisor.dtype else eta
+            return _forward_difference(model, xs, ys, v, eta, divisor, base, targeted, loss_fn)
 
     return matvec, lambda: count["evals"]

@@ -197,14 +197,17 @@ def gmres(
 
 
 class _Operator:
-    """The operator on flattened vectors (B, n), counting calls and per-sample products.
+    """The operator on flattened vectors, counting calls and per-sample products: takes (B, n)
+    or (B, 1, n), returns (B, 1, n) (rows, as the GMRES loop keeps its vectors).
 
     With an ``index``-aware matvec only the active samples are passed (inactive rows of the
-    output are zero); otherwise all B. The matvec runs in the caller's grad mode.
+    output are zero); otherwise all B. The matvec runs in the caller's grad and inference modes
+    (not in the loop's inference mode).
     """
 
     def __init__(self, matvec: Matvec, b: torch.Tensor, grad_enabled: bool) -> None:
         self.matvec, self.grad_enabled = matvec, grad_enabled
+        self.inference = torch.is_inference_mode_enabled()  # the caller's mode, restored around matvec
         self.indexed = _takes_index(matvec)
         self.batch, self.shape, self.dtype = b.shape[0], b.shape, b.dtype
         self.all_index = torch.arange(self.batch, device=b.device)
@@ -213,13 +216,13 @@ class _Operator:
 
     def __call__(self, v: torch.Tensor, active_idx: torch.Tensor | None = None) -> torch.Tensor:
         self.calls += 1
-        with torch.set_grad_enabled(self.grad_enabled):
+        with torch.inference_mode(self.inference), torch.set_grad_enabled(self.grad_enabled):
             if self.indexed and active_idx is not None and active_idx.numel() < self.batch:
                 self.samples += int(active_idx.numel())
                 self.partial_products[active_idx] += 1
                 part = self.matvec(v[active_idx].reshape((-1,) + self.shape[1:]), index=active_idx)
-                out = torch.zeros_like(v)
-                out[active_idx] = part.reshape(part.shape[0], -1).to(self.dtype)
+                out = v.new_zeros(self.batch, 1, v.shape[-1])
+                out[active_idx] = part.reshape(part.shape[0], 1, -1).to(self.dtype)
                 return out
             self.samples += self.batch
             self.full_calls += 1
@@ -227,7 +230,8 @@ class _Operator:
                 result = self.matvec(v.reshape(self.shape), index=self.all_index)
             else:
                 result = self.matvec(v.reshape(self.shape))
-        return result.reshape(self.batch, -1).to(self.dtype)
+        result = result.reshape(self.batch, 1, -1)
+        return result if result.dtype == self.dtype else result.to(self.dtype)
 
     def products_per_sample(self) -> torch.Tensor:
         return self.partial_products + self.full_calls
@@ -245,7 +249,7 @@ def _solve(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, tau: f
     n = b[0].numel()
     b_flat = b.reshape(batch, n)
     x0_flat = torch.zeros_like(b_flat) if x0 is None else x0.reshape(batch, n).to(dtype)
-    r0 = b_flat - operator(x0_flat) if x0 is not None else b_flat.clone()
+    r0 = b_flat - operator(x0_flat).view(batch, n) if x0 is not None else b_flat.clone()
     r0_finite = torch.isfinite(r0).all(dim=1)
     r0 = torch.where(r0_finite[:, None], r0, torch.zeros_like(r0))
     beta = torch.linalg.vector_norm(r0, dim=1)
@@ -257,16 +261,18 @@ def _solve(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, tau: f
     safe_beta = torch.where(beta > 0, beta, torch.ones_like(beta))
     initial = torch.where(beta == 0, int(BETA_ZERO), int(RUNNING))
     initial = torch.where(r0_finite, initial, int(NONFINITE))
-    first_estimate = torch.where(beta > 0, 1.0, 0.0).to(dtype)[:, None]  # ‖r̃_0‖/β
+    first_estimate = torch.where(beta > 0, 1.0, 0.0).to(dtype)[:, None, None]  # ‖r̃_0‖/β
 
     basis = torch.zeros(batch, max_iter + 1, n, dtype=dtype, device=device)
-    basis_rows = basis.unbind(1)  # views v_0 … v_M, each (B, n)
-    basis_rows[0].copy_(r0 / safe_beta[:, None])
-    hess = torch.zeros(batch, max_iter + 1, max_iter, dtype=dtype, device=device)  # H̄ (Arnoldi)
-    # Qᵀ: the product of all Givens rotations so far (identity beyond the current step), so that
-    # R = Qᵀ H̄ is upper triangular and β Qᵀ e1 is the paper's β q1.
+    basis_rows = basis.split(1, dim=1)  # views v_0 … v_M, each (B, 1, n)
+    basis_rows[0].copy_((r0 / safe_beta[:, None]).unsqueeze(1))
+    # H̄ (Arnoldi) is kept transposed, so that its column j is the contiguous row hess_t[:, j].
+    hess_t = torch.zeros(batch, max_iter, max_iter + 1, dtype=dtype, device=device)
+    # Q: the product of all Givens rotations so far (identity beyond the current step), kept as
+    # Q = (Qᵀ)ᵀ so that its columns j, j+1 (rows of Qᵀ) meet a Hessenberg row without a
+    # transpose; R = Qᵀ H̄ is upper triangular and β Qᵀ e1 (Q's first row) is the paper's β q1.
     rotations = torch.eye(max_iter + 1, dtype=dtype, device=device).repeat(batch, 1, 1)
-    first_column = rotations[:, :, :1].unbind(1)  # views (Qᵀ e1)_i, each (B, 1)
+    first_row = rotations[:, :1, :, None].unbind(2)  # views (Qᵀ e1)_i, each (B, 1, 1)
     # Constants as 0-dim tensors (a Python scalar operand costs a conversion per use, ~5 µs),
     # filled on the device (no host-to-device copy, which would synchronise on a GPU).
     constant = partial(torch.full, (), dtype=dtype, device=device)
@@ -274,59 +280,65 @@ def _solve(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, tau: f
     tau_up = constant(_round_up(tau, dtype))  # estimates stay in the working dtype
     unit = torch.eye(2, dtype=dtype, device=device)
     no_rotation = unit[0]  # (c, s) of the identity
-    to_rotation = torch.stack((unit[0], unit[1], -unit[1], unit[0]), dim=1)  # (c, s) ↦ (c, s, −s, c) = [[c, s], [−s, c]]
+    # (c, s) ↦ (c, −s, s, c) = [[c, −s], [s, c]], the transposed rotation that multiplies Q's columns
+    to_rotation = torch.stack((unit[0], -unit[1], unit[1], unit[0]), dim=1)
 
-    # Per step, each (B, 1): running before the step, a finite product, a new basis vector (bool),
-    # the Givens estimate ‖r̃_{j+1}‖/β (working dtype). Stop reasons and m are read off at the end.
+    # Per step, each (B, 1, 1): running before the step, a finite product, a new basis vector
+    # (bool), the Givens estimate ‖r̃_{j+1}‖/β (working dtype); vectors are rows (B, 1, n). Stop
+    # reasons and m are read off at the end.
     ran, finite_steps, extended, estimates = [], [], [], []
     true_estimates = [first_estimate]
     dims_so_far = torch.zeros(batch, dtype=torch.int64, device=device)  # only for true_residual
-    operator_scale = torch.zeros(batch, 1, dtype=dtype, device=device)
-    running = (initial == RUNNING)[:, None]
-    active_idx = running.nonzero()[:, 0]  # the one host sync of this step
-    for j in range(max_iter):
-        if active_idx.numel() == 0:
-            break
-        w = operator(basis_rows[j], active_idx)
-        w_norm = torch.linalg.vector_norm(w, dim=1, keepdim=True)
-        # A product with NaN/inf (or a norm that overflows) stops its sample. It and every
-        # finished sample go on with w = 0: a zero Hessenberg column, the identity rotation.
-        step_ok = running & (w_norm < inf)
-        # Running estimate of ‖A‖ per sample: rounding in A v_j is of order eps·‖A‖, so
-        # h_{j+1,j} is compared with the largest ‖A v_i‖ seen, not with the current ‖A v_j‖.
-        operator_scale = torch.maximum(operator_scale, w_norm)
-        w, h_col = _orthogonalize(basis.narrow(1, 0, j + 1), torch.where(step_ok, w, zero), passes)
-        h_next = torch.linalg.vector_norm(w, dim=1, keepdim=True)
-        h_col = torch.cat((h_col, h_next), dim=1)  # (B, j+2): column j of H̄
-        hess[:, : j + 2, j] = h_col
-        # h_{j+1,j} > tol·‖A‖ (hence > 0): a new basis vector; else breakdown (or no step),
-        # and the row stays zero (w is finite, so w / inf = 0).
-        extends = h_next > operator_scale * tol
-        basis_rows[j + 1].copy_(w / torch.where(extends, h_next, inf))
+    operator_scale = torch.zeros(batch, 1, 1, dtype=dtype, device=device)
+    running = (initial == RUNNING)[:, None, None]
+    active_idx = running.nonzero(as_tuple=True)[0]  # the one host sync of this step
+    # The bookkeeping creates no tensor that autograd could need: inference mode spares each of
+    # its operations the autograd dispatch (measured ~30 % of their cost at batch 1); the operator
+    # runs outside it (see _Operator).
+    with torch.inference_mode(not torch.is_grad_enabled()):
+        for j in range(max_iter):
+            if active_idx.numel() == 0:
+                break
+            w = operator(basis_rows[j], active_idx)
+            w_norm = torch.linalg.vector_norm(w, dim=2, keepdim=True)
+            # A product with NaN/inf (or a norm that overflows) stops its sample. It and every
+            # finished sample go on with w = 0: a zero Hessenberg column, the identity rotation.
+            step_ok = running & (w_norm < inf)
+            # Running estimate of ‖A‖ per sample: rounding in A v_j is of order eps·‖A‖, so
+            # h_{j+1,j} is compared with the largest ‖A v_i‖ seen, not with the current ‖A v_j‖.
+            operator_scale = torch.maximum(operator_scale, w_norm)
+            w, h_col = _orthogonalize(basis.narrow(1, 0, j + 1), torch.where(step_ok, w, zero), passes)
+            h_next = torch.linalg.vector_norm(w, dim=2, keepdim=True)
+            h_col = torch.cat((h_col, h_next), dim=2)  # (B, 1, j+2): column j of H̄
+            hess_t[:, j: j + 1, : j + 2] = h_col
+            # h_{j+1,j} > tol·‖A‖ (hence > 0): a new basis vector; else breakdown (or no step),
+            # and the row stays zero (w is finite, so w / inf = 0).
+            extends = h_next > operator_scale * tol
+            torch.div(w, torch.where(extends, h_next, inf), out=basis_rows[j + 1])
 
-        # Givens QR (paper eq. 14): all earlier rotations at once give rows j, j+1 of Qᵀ H̄ e_j,
-        # then the rotation that zeroes h_{j+1,j}.
-        rows = rotations[:, j: j + 2, : j + 2]
-        pair = torch.bmm(rows, h_col.unsqueeze(2)).view(batch, 2)
-        radius = torch.linalg.vector_norm(pair, dim=1, keepdim=True)
-        cos_sin = torch.where(radius > zero, pair / radius, no_rotation)
-        rotation = (cos_sin @ to_rotation).view(batch, 2, 2)
-        rows.copy_(torch.bmm(rotation, rows))
-        estimate = first_column[j + 1].abs()  # |(β Qᵀ e1)_{j+1}| / β
-        ran.append(running)
-        finite_steps.append(step_ok)
-        extended.append(extends)
-        estimates.append(estimate)
+            # Givens QR (paper eq. 14): all earlier rotations at once give rows j, j+1 of Qᵀ H̄ e_j,
+            # then the rotation that zeroes h_{j+1,j}.
+            columns = rotations[:, : j + 2, j: j + 2]
+            pair = torch.bmm(h_col, columns)  # (B, 1, 2)
+            radius = torch.linalg.vector_norm(pair, dim=2, keepdim=True)
+            cos_sin = torch.where(radius > zero, pair / radius, no_rotation)
+            columns.copy_(torch.bmm(columns, (cos_sin @ to_rotation).view(batch, 2, 2)))
+            estimate = first_row[j + 1].abs()  # |(β Qᵀ e1)_{j+1}| / β
+            ran.append(running)
+            finite_steps.append(step_ok)
+            extended.append(extends)
+            estimates.append(estimate)
 
-        if true_residual:
-            dims_so_far += step_ok[:, 0]
-            x_j = _assemble(x0_flat, basis, hess, rotations, beta, dims_so_far)
-            true_res = b_flat - operator(x_j, active_idx)
-            true_estimates.append(torch.linalg.vector_norm(true_res, dim=1, keepdim=True) / safe_beta[:, None])
+            if true_residual:
+                dims_so_far += step_ok.view(batch)
+                x_j = _assemble(x0_flat, basis, hess_t.mT.contiguous(), rotations.mT.contiguous(), beta, dims_so_far)
+                true_res = b_flat.unsqueeze(1) - operator(x_j, active_idx)
+                true_estimates.append(torch.linalg.vector_norm(true_res, dim=2, keepdim=True) / safe_beta[:, None, None])
 
-        running = extends & (estimate >= tau_up)
-        active_idx = running.nonzero()[:, 0]  # the one host sync of this step
+            running = extends & (estimate >= tau_up)
+            active_idx = running.nonzero(as_tuple=True)[0]  # the one host sync of this step
 
+    hess, rotations = hess_t.mT.contiguous(), rotations.mT.contiguous()  # H̄ and Qᵀ
     reason, dims = _stop_reasons(initial, ran, finite_steps, extended, estimates, tau)
     solution = _assemble(x0_flat, basis, hess, rotations, beta, dims)
     bad = ~torch.isfinite(solution).all(dim=1)
@@ -369,20 +381,25 @@ def _stop_reasons(initial: torch.Tensor, ran: list[torch.Tensor], finite_steps: 
     """
     if not ran:
         return initial, torch.zeros_like(initial)
-    steps_run = torch.cat(ran, dim=1).sum(dim=1)
-    finite = torch.cat(finite_steps, dim=1)
+    steps_run = _table(ran).sum(dim=1)
+    finite = _table(finite_steps)
     dims = finite.sum(dim=1)  # the finite steps are the first ones of the steps run
     last = (steps_run - 1).clamp_min(0)[:, None]
-    converged = torch.cat(estimates, dim=1).gather(1, last)[:, 0].double() < tau
+    converged = _table(estimates).gather(1, last)[:, 0].double() < tau
     reason = torch.where(converged, int(CONVERGED), int(MAX_ITER))
-    reason = torch.where(torch.cat(extended, dim=1).gather(1, last)[:, 0], reason, int(BREAKDOWN))
+    reason = torch.where(_table(extended).gather(1, last)[:, 0], reason, int(BREAKDOWN))
     reason = torch.where(finite.gather(1, last)[:, 0], reason, int(NONFINITE))
     return torch.where(steps_run > 0, reason, initial), dims
 
 
+def _table(per_step: list[torch.Tensor]) -> torch.Tensor:
+    """(B, steps) table from the loop's per-step (B, 1, 1) records."""
+    return torch.cat(per_step, dim=1).flatten(1)
+
+
 def _history(per_step: list[torch.Tensor], dims: torch.Tensor) -> torch.Tensor:
-    """(B, steps+1) float64 table from per-step (B, 1) values; entries after a sample's m are NaN."""
-    table = torch.cat(per_step, dim=1).double()
+    """(B, steps+1) float64 table from per-step (B, 1, 1) values; entries after a sample's m are NaN."""
+    table = _table(per_step).double()
     positions = torch.arange(table.shape[1], device=table.device)
     return torch.where(positions[None, :] <= dims[:, None], table, float("nan"))
 
@@ -397,15 +414,14 @@ def _round_up(value: float, dtype: torch.dtype) -> float:
 
 
 def _orthogonalize(basis: torch.Tensor, w: torch.Tensor, passes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classical Gram–Schmidt of w (B, n) against the k orthonormal rows of basis (B, k, n),
-    repeated ``passes`` times; each pass is two batched vector–matrix products.
+    """Classical Gram–Schmidt of the row w (B, 1, n) against the k orthonormal rows of basis
+    (B, k, n), repeated ``passes`` times; each pass is two batched vector–matrix products.
 
-    Returns (w with its components along the basis removed (B, n), the coefficients
-    h = V w summed over the passes (B, k)). Vectors are kept as rows (B, 1, n): measured on
-    this CPU, batched products against the basis in its stored layout were 2–3× faster than
-    with column vectors against its transpose.
+    Returns (w with its components along the basis removed (B, 1, n), the coefficients
+    h = V w summed over the passes (B, 1, k)). Vectors are kept as rows: measured on this CPU, batched products
+    against the basis in its stored layout were 2–3× faster than with column vectors against its
+    transpose.
     """
-    w = w.unsqueeze(1)
     transposed = basis.mT
     coefficients = torch.bmm(w, transposed)
     w = w - torch.bmm(coefficients, basis)
@@ -413,7 +429,7 @@ def _orthogonalize(basis: torch.Tensor, w: torch.Tensor, passes: int) -> tuple[t
         correction = torch.bmm(w, transposed)
         w = w - torch.bmm(correction, basis)
         coefficients = coefficients + correction
-    return w.squeeze(1), coefficients.squeeze(1)
+    return w, coefficients
 
 
 def _assemble(x0: torch.Tensor, basis: torch.Tensor, hess: torch.Tensor, rotations: torch.Tensor,

@@ -100,13 +100,18 @@ def test_singular_consistent_psd_float32_stops_near_rank_without_nan(rank: int) 
     assert (residual.norm(dim=1) / b.norm(dim=1)).max() < TOL[torch.float32] * 10
 
 
-def test_batched_equals_sample_by_sample_and_samples_stop_at_different_j() -> None:
+def _three_speeds() -> tuple[torch.Tensor, torch.Tensor]:
+    """Three SPD systems (3, DIM, DIM) and right-hand sides (3, DIM), float64, whose different
+    spectra make GMRES stop at three different steps."""
     gen = torch.Generator().manual_seed(3)
-    # Different spectra → different convergence speeds per sample.
     scales = torch.tensor([0.01, 1.0, 10.0], dtype=torch.float64)
     a = torch.randn(3, DIM, DIM, generator=gen, dtype=torch.float64)
     matrices = torch.eye(DIM, dtype=torch.float64) + scales[:, None, None] * a @ a.transpose(1, 2) / DIM
-    b = torch.randn(3, DIM, generator=gen, dtype=torch.float64)
+    return matrices, torch.randn(3, DIM, generator=gen, dtype=torch.float64)
+
+
+def test_batched_equals_sample_by_sample_and_samples_stop_at_different_j() -> None:
+    matrices, b = _three_speeds()
     calls = []
 
     def matvec(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -128,6 +133,31 @@ def test_batched_equals_sample_by_sample_and_samples_stop_at_different_j() -> No
     assert plain.iterations.tolist() == batched.iterations.tolist() and plain.stop_reason == batched.stop_reason
     assert plain.products_per_sample.tolist() == [int(batched.iterations.max())] * 3
     torch.testing.assert_close(plain.solution, batched.solution, rtol=1e-12, atol=1e-12)
+
+
+def test_inference_mode_of_the_loop_stays_inside_the_solver() -> None:
+    """The loop's bookkeeping runs in inference mode, the operator in the caller's mode: the
+    result holds ordinary tensors (in-place edits allowed), and a caller in inference mode
+    gets the same solve, shrinking active set included."""
+    matrices, b = _three_speeds()
+    modes = []
+
+    def matvec(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        modes.append(torch.is_inference_mode_enabled())
+        return torch.einsum("bij,bj->bi", matrices[index], v)
+
+    normal = gmres(matvec, b, tau=1e-8, max_iter=DIM, true_residual=True)
+    assert not any(modes), "the operator must run in the caller's mode, not the loop's"
+    for value in (normal.solution, normal.hessenberg, normal.beta, normal.stop_codes, normal.iterations,
+                  normal.products_per_sample, *normal.residuals, *normal.true_residuals):
+        assert not value.is_inference()
+    normal.solution.mul_(1.0)  # would raise for an inference tensor
+    modes.clear()
+    with torch.inference_mode():
+        inside = gmres(matvec, b, tau=1e-8, max_iter=DIM, true_residual=True)
+    assert all(modes) and len(set(inside.iterations.tolist())) == 3
+    assert inside.iterations.tolist() == normal.iterations.tolist()
+    assert torch.equal(inside.solution, normal.solution) and torch.equal(inside.hessenberg, normal.hessenberg)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
