@@ -127,6 +127,7 @@ def test_imagenet_model_offers_photographs(tmp_path, monkeypatch):
     # ImageNet branch of the sidebar runs offline; one cheap SOAE iteration keeps it quick.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     weights = Path(get_model_info("imagenet-resnet18").weights_path)
+    assert weights.is_relative_to(tmp_path), f"would overwrite real ImageNet weights at {weights}"
     weights.parent.mkdir(parents=True)
     torch.save(build_model("imagenet-resnet18").state_dict(), weights)
     app = start({"model": "imagenet-resnet18", "N": "1", "m": "2", "cmp": "FGSM", "photo": "chelsea"})

@@ -158,11 +158,13 @@ def test_mismatched_state_dict_names_keys_and_shapes(tmp_path):
 
 
 @pytest.fixture
-def hub_dir(tmp_path):
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(old)
+def hub_dir(tmp_path, monkeypatch):
+    # Through TORCH_HOME, not torch.hub.set_dir: set_dir(old) afterwards would pin the hub directory
+    # for the rest of the process, and later tests' TORCH_HOME (e.g. the app's ImageNet test) would
+    # then be ignored — their weights written into the real ~/.cache/torch.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert torch.hub.get_dir() == str(tmp_path / "hub"), "torch.hub.set_dir was called earlier in this process"
+    return tmp_path / "hub"
 
 
 def test_imagenet_weights_from_the_hub_cache(hub_dir, monkeypatch):
