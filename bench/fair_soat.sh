@@ -7,12 +7,15 @@
 #
 #   bash bench/fair_soat.sh soat7 | pgd | soat1 | eval-soat7 | eval-pgd-soat1      (one step each)
 #
-# Outputs under runs/fair-soat/ (weights, cards, evaluation reports).
+# Outputs under runs/fair-soat/ (weights, cards, evaluation reports). ATTACKS chooses the eval steps'
+# attacks and EVAL_NAME their output folder (default: the step's name), e.g. the attacks a first
+# eval left out:  ATTACKS="SOAE ASOD" EVAL_NAME=eval-soat7-soae-asod bash bench/fair_soat.sh eval-soat7
 set -euo pipefail
 SUBSET=${SUBSET:-8000}
 EPOCHS=${EPOCHS:-2}
 N=${N:-500}
-ATTACKS=${ATTACKS:-FGSM PGD AutoAttack SOAE SOAE-g}
+ATTACKS=${ATTACKS:-FGSM PGD AutoAttack ASOD SOAE SOAE-g}
+EVAL_NAME=${EVAL_NAME:-${1:-}}
 OUT=runs/fair-soat
 PY=.venv/bin/python
 COMMON=(--epochs "$EPOCHS" --train-subset "$SUBSET" --eps 0.1 --seed 0 --resume --no-progress --threads 1
@@ -28,9 +31,9 @@ case "$1" in
   pgd)   $PY -m soae_core.train --model fmnist-cnn-pgd --method pgd --attack-steps 7 "${COMMON[@]}" \
            --checkpoint-dir $OUT/pgd/checkpoints --out-dir $OUT/pgd ;;
   eval-soat7) $PY -m soae_core.evaluate --models fmnist-cnn-soat --attacks $ATTACKS "${EVAL[@]}" \
-           --weights fmnist-cnn-soat=$OUT/soat7/fmnist-cnn-soat.safetensors --out $OUT/eval-soat7 ;;
+           --weights fmnist-cnn-soat=$OUT/soat7/fmnist-cnn-soat.safetensors --out "$OUT/$EVAL_NAME" ;;
   eval-pgd-soat1) $PY -m soae_core.evaluate --models fmnist-cnn-pgd fmnist-cnn-soat --attacks $ATTACKS "${EVAL[@]}" \
            --weights fmnist-cnn-pgd=$OUT/pgd/fmnist-cnn-pgd.safetensors \
-           fmnist-cnn-soat=$OUT/soat1/fmnist-cnn-soat.safetensors --out $OUT/eval-pgd-soat1 ;;
+           fmnist-cnn-soat=$OUT/soat1/fmnist-cnn-soat.safetensors --out "$OUT/$EVAL_NAME" ;;
   *) echo "usage: bash bench/fair_soat.sh soat7|soat1|pgd|eval-soat7|eval-pgd-soat1" >&2; exit 2 ;;
 esac
