@@ -81,7 +81,7 @@ def wait_for_app(page, timeout_ms: int = 240_000) -> None:
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
     page.locator('[data-testid="stMain"] h1').first.wait_for(timeout=timeout_ms)
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
-    page.wait_for_timeout(1500)  # let plotly finish drawing before the screenshot
+    page.wait_for_timeout(600)  # let plotly finish drawing before the screenshot (assertions do not need it)
 
 
 def screenshot_whole_app(page, path: Path) -> None:
@@ -89,7 +89,7 @@ def screenshot_whole_app(page, path: Path) -> None:
     viewport to the content's height first."""
     height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
     page.set_viewport_size({"width": 1440, "height": min(int(height) + 40, 12_000)})
-    page.wait_for_timeout(1500)
+    page.wait_for_timeout(600)  # the resized viewport re-lays out the charts
     page.screenshot(path=str(path))
 
 
