@@ -141,7 +141,17 @@ def _call(fn: Callable[..., Any], args: tuple) -> Any:
     return fn(*args)
 
 
+def _exit_with_parent(parent: int, period_s: float = 1.0) -> None:
+    """Ends this worker process once its parent is gone (then it is re-parented, so getppid()
+    changes). Without it a server killed with SIGKILL — or a test process ending without running
+    the pool's shutdown — left its workers behind, ~800 MB each, waiting for jobs forever."""
+    while os.getppid() == parent:
+        time.sleep(period_s)
+    os._exit(0)
+
+
 def _init_worker(preload: tuple[str, ...]) -> None:
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="soae-exit-with-parent", daemon=True).start()
     # One intra-op thread per worker (parallelism comes from the workers), set before anything
     # imports torch: torch reads OMP_NUM_THREADS when it starts.
     os.environ["OMP_NUM_THREADS"] = os.environ.get("SOAE_TORCH_THREADS", "1")

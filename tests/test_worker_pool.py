@@ -153,3 +153,36 @@ def test_quick_jobs_pass_slow_ones_until_the_slow_one_has_waited_its_length():
     service._queue[:] = [heavy, slow, late]
     assert service._next(111.0) == ([slow], None)  # 11 s of waiting outweigh its 9.5 s handicap
     assert service._ordered(111.0) == [slow, late, heavy]
+
+
+def test_workers_exit_when_their_server_is_killed():
+    """A server killed with SIGKILL (or a test process that ends without the pool's shutdown) must
+    not leave its worker processes behind."""
+    import signal
+    import subprocess
+    import sys
+
+    program = ("import os, sys, time\n"
+               "from soae_app.worker_pool import Job, JobService\n"
+               "service = JobService(workers=1)\n"
+               "print(service.run(Job(key='pid', fn=os.getpid, args=())), flush=True)\n"
+               "time.sleep(600)\n")
+    server = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        worker = int(server.stdout.readline())
+        os.kill(worker, 0)  # alive while the server is
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail(f"worker {worker} outlived its killed server by 30 s")
+    finally:
+        server.kill()
