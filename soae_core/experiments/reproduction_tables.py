@@ -256,26 +256,22 @@ def counted_statements(main: dict[str, Any], exact: dict[str, Any] | None = None
                 lambda cells, o=other, su=successful: _below_count(records, "deepest_layer", su, o, cells))
         add(f"claim 10: SOAE's deepest-layer distortion the lowest of the 5 attacks{scope}",
             lambda cells, su=successful: _below_count(records, "deepest_layer", su, None, cells))
-    if no_curvature is not None:
-        g_records = _records(no_curvature)
-        if exact is not None:
-            add("ablation: SOAE without curvature stronger than SOAE exact HVP",
-                lambda cells: _stronger_count(g_records, "SOAE-g", exact_records, "SOAE", cells))
-        add("ablation: SOAE without curvature stronger than SOAE (finite diff.)",
-            lambda cells: _stronger_count(g_records, "SOAE-g", records, "SOAE", cells))
-        add("ablation: SOAE without curvature stronger than FGSM",
-            lambda cells: _stronger_count(g_records, "SOAE-g", records, "FGSM", cells))
-        add("ablation: PGD-20 stronger than SOAE without curvature",
-            lambda cells: _stronger_count(records, "PGD", g_records, "SOAE-g", cells))
-        add("ablation: SOAE without curvature stronger than PGD-20",
-            lambda cells: _stronger_count(g_records, "SOAE-g", records, "PGD", cells))
-        if quadratic is not None:
-            q_records = _records(quadratic)
-            if exact is not None:
-                add("eq. (4): SOAE maximising Q stronger than SOAE exact HVP (δ̃ = H⁻¹g)",
-                    lambda cells: _stronger_count(q_records, "SOAE", exact_records, "SOAE", cells))
-            add("eq. (4): SOAE without curvature stronger than SOAE maximising Q",
-                lambda cells: _stronger_count(g_records, "SOAE-g", q_records, "SOAE", cells))
+    # "A stronger than B": (statement, records and attack of A, records and attack of B), when both runs exist.
+    g_records = _records(no_curvature) if no_curvature is not None else None
+    q_records = _records(quadratic) if no_curvature is not None and quadratic is not None else None
+    exact_or_none = exact_records if exact is not None else None
+    comparisons = [
+        ("ablation: SOAE without curvature stronger than SOAE exact HVP", g_records, "SOAE-g", exact_or_none, "SOAE"),
+        ("ablation: SOAE without curvature stronger than SOAE (finite diff.)", g_records, "SOAE-g", records, "SOAE"),
+        ("ablation: SOAE without curvature stronger than FGSM", g_records, "SOAE-g", records, "FGSM"),
+        ("ablation: PGD-20 stronger than SOAE without curvature", records, "PGD", g_records, "SOAE-g"),
+        ("ablation: SOAE without curvature stronger than PGD-20", g_records, "SOAE-g", records, "PGD"),
+        ("eq. (4): SOAE maximising Q stronger than SOAE exact HVP (δ̃ = H⁻¹g)", q_records, "SOAE", exact_or_none, "SOAE"),
+        ("eq. (4): SOAE without curvature stronger than SOAE maximising Q", g_records, "SOAE-g", q_records, "SOAE"),
+    ]
+    for statement, a_records, a, b_records, b in comparisons:
+        if a_records is not None and b_records is not None:
+            add(statement, lambda cells, ar=a_records, a=a, br=b_records, b=b: _stronger_count(ar, a, br, b, cells))
     return pd.DataFrame(rows)
 
 
