@@ -6,6 +6,7 @@ import streamlit as st
 import torch
 
 from soae_app import batch_runner, cache
+from soae_app.figures.common import NOT_APPLICABLE
 from soae_app.figures.compare_sweeps import budget_figure, eta_figure, steps_figure, tau_figure
 from soae_app.sidebar import Selection, comparable_models, current_selection
 from soae_core.analysis import compare_sweeps as compare
@@ -101,7 +102,7 @@ with tab_attacks:
                 compare.ACCURACY_8BIT: st.column_config.NumberColumn(
                     format="percent", help="Accuracy on the same adversarial images rounded to 8 bits per pixel, as a "
                                            "saved PNG holds them; rounding can undo borderline attacks."),
-            }, placeholder=compare.NOT_APPLICABLE)
+            }, placeholder=NOT_APPLICABLE)
             st.plotly_chart(budget_figure(budget, accuracy.loc[compare.CLEAN_ROW, "Accuracy"]), key="compare::budget")
             st.caption("Each point is the accuracy after one step of an attack, placed at the gradient evaluations it "
                        "has spent per image (SOAE: one gradient plus one per Hessian-vector product). A curve lower "
@@ -114,7 +115,7 @@ with tab_attacks:
                 "SSIM": st.column_config.NumberColumn(format="%.3f"),
                 "L∞ (×1/255)": st.column_config.NumberColumn(format="%.2f"),
                 **SHARE_COLUMNS,
-            }, placeholder=compare.NOT_APPLICABLE)
+            }, placeholder=NOT_APPLICABLE)
             tables = {"accuracy": accuracy, "quality": quality, "budget": budget}
             columns = st.columns(4)
             csv_button(columns[0], accuracy, "Accuracy", "accuracy")
@@ -223,7 +224,7 @@ for sweep, tab in (("eta", tab_eta), ("tau", tab_tau), ("steps", tab_steps)):
                 "η": st.column_config.NumberColumn(format="%.0e"),
                 "τ": st.column_config.NumberColumn(format="%.0e"),
                 "Gradient evals / image": st.column_config.NumberColumn(format="%.1f"),
-            }, placeholder=compare.NOT_APPLICABLE)  # e.g. the 8-bit share of a sweep step no image was kept for
+            }, placeholder=NOT_APPLICABLE)  # e.g. the 8-bit share of a sweep step no image was kept for
             left, right = st.columns(2)
             csv_button(left, table, f"{title.split(' ')[0]} sweep", f"sweep_{sweep}")
             right.download_button("Sweep (JSON)", json_bytes({sweep: table}, run), f"{info.name}_sweep_{sweep}.json",

@@ -4,6 +4,7 @@ Fashion-MNIST models, measured here on bundled test images."""
 import streamlit as st
 
 from soae_app import batch_runner, cache
+from soae_app.figures.common import NOT_APPLICABLE
 from soae_app.sidebar import Selection, current_selection, session_models
 from soae_core.analysis.models import bundled_models, card_column, table_one, table_one_tasks, zoo_table
 from soae_core.attacks import ATTACKS
@@ -23,7 +24,7 @@ st.dataframe(zoo[numbers], column_config={
     pgd_column: st.column_config.NumberColumn(format="percent", help="From the model card."),
     soae_column: st.column_config.NumberColumn(format="percent", help="From the model card (exact products, "
                                                                       "N = 4, sign step)."),
-})
+}, placeholder=NOT_APPLICABLE)
 st.dataframe(zoo[["Training", "Note"]], column_config={
     "Training": st.column_config.TextColumn(width="large", help="From the model card: epochs, optimiser, objective, "
                                                                 "training time and machine."),

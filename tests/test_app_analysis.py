@@ -16,6 +16,7 @@ from conftest import assert_clean
 from streamlit.testing.v1 import AppTest
 
 from soae_app.batch_runner import run_id
+from soae_app.figures.common import NOT_APPLICABLE
 from soae_core import metrics
 from soae_core.analysis import compare_sweeps as compare
 from soae_core.analysis.attack_lab import run_attack
@@ -127,7 +128,7 @@ def test_compare_with_defaults_runs_fgsm_pgd_soae_and_soae_without_curvature():
     assert accuracy.loc["PGD", "Gradient evals / image"] == 20
     # the clean row has no Fooled or Time: the tables show a dash there, not "None"
     assert accuracy.loc[compare.CLEAN_ROW, ["Fooled", "Time (s)"]].isna().all()
-    assert [frame.proto.placeholder for frame in app.dataframe] == [compare.NOT_APPLICABLE] * 2
+    assert [frame.proto.placeholder for frame in app.dataframe] == [NOT_APPLICABLE] * 2
     assert list(quality.index) == ["FGSM", "PGD", "SOAE", "SOAE-g"]
     assert (quality["L∞ (×1/255)"] <= 8 + 1e-3).all()
     assert len(app.get("download_button")) == 4

@@ -14,6 +14,9 @@ from PIL import Image
 # Colour-blind-safe (Okabe–Ito) colours, readable on a projector.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
 FONT = {"size": 15}
+# What a table shows in a cell whose number does not apply (NaN/None: the clean row's Fooled and Time on
+# Compare & Sweeps, a model card's missing numbers): st.dataframe(..., placeholder=NOT_APPLICABLE).
+NOT_APPLICABLE = "—"
 # One colour per attack on every chart.
 ATTACK_COLOURS = {"SOAE": PALETTE[0], "FGSM": PALETTE[1], "PGD": PALETTE[2], "AutoAttack": PALETTE[3],
                   "ASOD": PALETTE[4], "SOAE-g": PALETTE[5]}

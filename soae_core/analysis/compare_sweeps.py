@@ -25,8 +25,6 @@ from soae_core.validation import check_choice, check_int
 SWEEPS = ("eta", "tau", "steps")
 DEFAULT_SWEEP_VALUES: dict[str, tuple[float, ...]] = {"eta": STUDY_ETAS, "tau": STUDY_TAUS}
 CLEAN_ROW = "Clean (no attack)"
-# What the page shows in a cell whose number does not apply (NaN: the clean row's Fooled and Time).
-NOT_APPLICABLE = "—"
 # The images the page offers to attack (at most the bundled set's size).
 IMAGE_COUNTS = (10, 20, 50, 100, 150, 200)
 
