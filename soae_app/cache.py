@@ -197,37 +197,30 @@ def per_model(fn: Callable[..., Any], dtypes: tuple[str, ...] = ("float32",), wh
 
 # ---------------------------------------------------------------------------------- Attack Lab
 def attack_job(info: ModelInfo, image: np.ndarray, label: int, name: str, kwargs: dict[str, Any],
-               target: int | None = None) -> worker_pool.Job:
+               target: int | None = None, precision: str = "float32") -> worker_pool.Job:
     """The job of attack ``name`` with ``kwargs`` on the image (C, H, W) (aimed at ``target`` when
-    targeted): keyed on the attack's own arguments only, and batched with other sessions' images
-    when the attack allows it (:func:`soae_core.analysis.attack_lab.batchable`; SOAE_BATCHING=0
-    switches batching off)."""
+    targeted) on the ``precision`` ("float32" or "float64") copy of the model: keyed on the
+    attack's own arguments only, and batched with other sessions' images when the attack allows it
+    (:func:`soae_core.analysis.attack_lab.batchable`; SOAE_BATCHING=0 switches batching off)."""
     image = np.ascontiguousarray(image, dtype=np.float32)
-    request = compute.AttackRequest(spec(info), image, int(label), name, kwargs)
+    request = compute.AttackRequest(spec(info, precision), image, int(label), name, kwargs)
     grouped = None
-    if target is None and worker_pool.batching_enabled() and attack_lab.batchable(name, kwargs, torch.float32):
+    if (target is None and worker_pool.batching_enabled()
+            and attack_lab.batchable(name, kwargs, compute.DTYPES[precision])):
         grouped = worker_pool.Batch(key=(request.spec, name, repr(sorted(kwargs.items())), image.shape),
                                     fn=compute.attack_batch, member=request)
     return job(compute.attack, (request.spec,), (image, request.label, name, kwargs, target), batch=grouped)
 
 
 def _attack_tickets(info: ModelInfo, image: np.ndarray, label: int, requests: dict[str, tuple[dict[str, Any], int | None]],
-                    current: str | None) -> dict[str, Any]:
+                    precision: str, current: str | None) -> dict[str, Any]:
     """One ticket per attack name (or, for an uploaded model, the result computed in this thread)."""
     if uploads.is_upload(info.name):
-        return {name: in_thread(compute.attack, info, ("float32",), (np.ascontiguousarray(image, dtype=np.float32),
+        return {name: in_thread(compute.attack, info, (precision,), (np.ascontiguousarray(image, dtype=np.float32),
                                                                      int(label), name, kwargs, target))
                 for name, (kwargs, target) in requests.items()}
-    return {name: worker_pool.service().submit(attack_job(info, image, label, name, kwargs, target), current)
+    return {name: worker_pool.service().submit(attack_job(info, image, label, name, kwargs, target, precision), current)
             for name, (kwargs, target) in requests.items()}
-
-
-def attack(info: ModelInfo, image: np.ndarray, label: int, name: str, kwargs: dict[str, Any],
-           target: int | None = None) -> tuple[attack_lab.AttackOutcome, list[attack_lab.IterationView]]:
-    """:func:`soae_core.analysis.attack_lab.run_attack` of attack ``name`` with keyword arguments
-    ``kwargs`` (aimed at ``target`` when targeted) on the image, cached on the attack's own arguments only."""
-    ticket = _attack_tickets(info, image, label, {name: (kwargs, target)}, session())[name]
-    return ticket if not isinstance(ticket, worker_pool.Ticket) else wait_for([ticket], name)[0]
 
 
 def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings,
@@ -240,11 +233,11 @@ def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSett
     attack is not cached yet: it lists each attack as it is collected and, while one waits, its
     place in the queue (see :func:`wait_for`). A rerun with everything cached draws nothing (a
     status box alone costs 0.1 s: Streamlit sleeps 50 ms on opening and on closing it)."""
-    net = model(info)
+    net = model(info, settings.precision)
     x = compute.batch(image, net)
     target = attack_lab.lab_target(net, x, label, settings, info.class_names)
     tickets = _attack_tickets(info, image, label, {name: (settings.attack_kwargs(name, info.dataset), target)
-                                                   for name in settings.attack_names}, session())
+                                                   for name in settings.attack_names}, settings.precision, session())
 
     def collect(on_attack: Callable[[str], None] | None, show: Callable[[str], None] | None) -> attack_lab.LabRun:
         def run(name: str, kwargs: dict[str, Any],
@@ -292,7 +285,7 @@ def target(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSetti
     """The class the sidebar's settings aim at for the image (None: untargeted), as the Attack Lab
     picks it (:func:`soae_core.analysis.attack_lab.lab_target`). ValueError for a chosen target
     equal to the true class."""
-    net = model(info)
+    net = model(info, settings.precision)
     return attack_lab.lab_target(net, compute.batch(image, net), label, settings, info.class_names)
 
 

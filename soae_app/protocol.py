@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import base64
 import hashlib
 import io
 import json
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import numpy as np
 import websockets
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ClientState_pb2 import ClientState, ContextInfo
@@ -91,12 +93,27 @@ def _table_text(data: bytes) -> str:
     return table.to_csv(float_format="%.6g")
 
 
+def _rounded(value: Any) -> Any:
+    """Every number of a plotly spec to 6 significant digits, as tables are compared
+    (:func:`_table_text`); typed arrays (``{"dtype", "bdata"}``) decoded first."""
+    if isinstance(value, dict):
+        if set(value) >= {"dtype", "bdata"}:
+            array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+            return _rounded(array.tolist())
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    return value
+
+
 def _figure_text(spec: str) -> str:
-    """A plotly spec without its per-render ids (uids)."""
+    """A plotly spec without its per-render ids (uids), numbers to 6 significant digits."""
     figure = json.loads(spec)
     for trace in figure.get("data", []):
         trace.pop("uid", None)
-    return hashlib.sha1(json.dumps(figure, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha1(json.dumps(_rounded(figure), sort_keys=True).encode()).hexdigest()
 
 
 def element_text(element: Any) -> tuple[str, str]:

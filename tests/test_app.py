@@ -93,8 +93,9 @@ def test_preset_buttons_set_the_widgets():
 
 
 def test_url_query_reproduces_a_view():
-    app = start({"eps": "4/255", "N": "2", "hvp": "exact", "cls": "Sneaker", "ex": "3"})
+    app = start({"eps": "4/255", "N": "2", "hvp": "exact", "cls": "Sneaker", "ex": "3", "prec": "float32"})
     assert_clean(app)
+    assert app.sidebar.radio(key="prec").value == "float32"
     assert app.sidebar.select_slider(key="eps").value == 4.0
     assert app.sidebar.slider(key="N").value == 2
     assert app.sidebar.radio(key="hvp").value == "exact"
@@ -103,8 +104,9 @@ def test_url_query_reproduces_a_view():
 
 
 def test_invalid_url_values_fall_back_to_defaults():
-    app = start({"eps": "banana", "N": "-3", "model": "no-such-model", "hvp": "newton"})
+    app = start({"eps": "banana", "N": "-3", "model": "no-such-model", "hvp": "newton", "prec": "float16"})
     assert_clean(app)
+    assert app.sidebar.radio(key="prec").value == "float64"
     assert app.sidebar.select_slider(key="eps").value == 8.0
     assert app.sidebar.radio(key="hvp").value == "finite_difference"
     assert metric_rows(app) == ["SOAE", "FGSM", "PGD"]

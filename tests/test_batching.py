@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_cnn
 
 from soae_core.analysis.attack_lab import batchable, run_attack, run_attack_batch
-from soae_core.analysis.settings import DEFAULT_SETTINGS
+from soae_core.analysis.settings import DEFAULT_SETTINGS, PRESETS
 from soae_core.data import load_samples
 from soae_core.models import load_model
 
@@ -39,15 +39,18 @@ def test_batched_members_equal_their_runs_alone_on_a_tiny_cnn(name, images_8x8):
         assert_same(member, run_attack(model, image, label, name, kwargs))
 
 
-@pytest.mark.parametrize("name", ["FGSM", "PGD"])
-def test_batched_baselines_equal_alone_on_the_bundled_model(name):
-    model = load_model("fmnist-cnn-std")
+@pytest.mark.parametrize("name, dtype, preset", [("FGSM", torch.float32, "paper"), ("PGD", torch.float32, "paper"),
+                                                  ("SOAE", torch.float64, "paper"),
+                                                  ("SOAE", torch.float64, "fast classroom")])
+def test_batched_attacks_equal_alone_on_the_bundled_model(name, dtype, preset):
+    """The app's batches: baselines in float32, SOAE in float64 (the app's default precision)."""
+    model = load_model("fmnist-cnn-std", dtype=dtype)
     samples = load_samples("fashion_mnist")
     picks = [0, 21, 45, 77, 130, 199]
-    images = [samples.images[i:i + 1] for i in picks]
+    images = [samples.images[i:i + 1].to(dtype) for i in picks]
     labels = [int(samples.labels[i]) for i in picks]
-    kwargs = DEFAULT_SETTINGS.attack_kwargs(name, "fashion_mnist")
-    assert batchable(name, kwargs, torch.float32)
+    kwargs = PRESETS[preset].attack_kwargs(name, "fashion_mnist")
+    assert batchable(name, kwargs, dtype)
     for image, label, member in zip(images, labels, run_attack_batch(model, images, labels, name, kwargs), strict=False):
         assert_same(member, run_attack(model, image, label, name, kwargs))
 
@@ -72,3 +75,18 @@ def test_random_starts_and_noisy_attacks_are_not_batched():
     assert not batchable("ASOD", DEFAULT_SETTINGS.attack_kwargs("ASOD", "fashion_mnist"))
     with pytest.raises(ValueError, match="cannot be batched"):
         run_attack_batch(tiny_cnn(), [torch.zeros(1, 1, 8, 8, dtype=torch.float64)], [0], "AutoAttack", {"eps": 0.1})
+
+
+def test_the_app_batches_the_default_soae_request_and_only_in_float64():
+    """The Attack Lab's default view (float64) joins other students' SOAE requests; float32 runs alone."""
+    from soae_app import cache
+    from soae_core.models import get_model_info
+
+    info = get_model_info("fmnist-cnn-std")
+    image = load_samples("fashion_mnist").images[0].numpy()
+    kwargs = DEFAULT_SETTINGS.attack_kwargs("SOAE", "fashion_mnist")
+    assert DEFAULT_SETTINGS.precision == "float64"
+    default = cache.attack_job(info, image, 0, "SOAE", kwargs, precision=DEFAULT_SETTINGS.precision)
+    assert default.batch is not None and default.batch.member.spec.dtype == "float64"
+    assert cache.attack_job(info, image, 0, "SOAE", kwargs, precision="float32").batch is None
+    assert cache.attack_job(info, image, 0, "SOAE", kwargs, target=3, precision="float64").batch is None

@@ -79,3 +79,24 @@ def test_malformed_url_values_fall_back_to_the_defaults(together):
         assert run.clean, (run.page, run.status, run.exceptions, run.errors)
     lab = together[-1][0]
     assert any("True class" in text for kind, text in shown(lab) if kind == "markdown")
+
+
+def test_figures_are_compared_to_six_significant_digits_like_tables():
+    """A batch member's trace equals its lone run to float tolerance, not bit for bit: figures
+    must compare like tables (``%.6g``) — and still tell a real difference apart."""
+    import base64
+    import json
+
+    import numpy as np
+
+    from soae_app.protocol import _figure_text
+
+    def spec(values, typed=False):
+        y = ({"dtype": "f8", "bdata": base64.b64encode(np.asarray(values, dtype="f8").tobytes()).decode()}
+             if typed else values)
+        return json.dumps({"data": [{"type": "scatter", "y": y, "uid": str(len(values) * typed)}], "layout": {}})
+
+    base = [1.0, 0.0123456789, 3e-7]
+    assert _figure_text(spec(base)) == _figure_text(spec([v * (1 + 1e-12) for v in base]))
+    assert _figure_text(spec(base)) == _figure_text(spec(base, typed=True))
+    assert _figure_text(spec(base)) != _figure_text(spec([1.0, 0.0123457789, 3e-7]))

@@ -12,6 +12,7 @@ from soae_core.analysis.settings import (
     format_eps_255,
     format_power,
     preset_matching,
+    preset_values,
     settings_from_widgets,
     widget_values,
 )
@@ -67,10 +68,21 @@ def test_off_grid_values_snap_to_the_nearest_choice():
 
 @pytest.mark.parametrize("field, value", [("eps", -0.1), ("eta", 0.0), ("tau", 1.0), ("steps", 0),
                                           ("hvp", "newton"), ("step_rule", "l2"), ("baselines", ("CW",)),
-                                          ("max_krylov", 0), ("seed", -1)])
+                                          ("max_krylov", 0), ("seed", -1), ("precision", "float16")])
 def test_invalid_settings_raise_value_error_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(DEFAULT_SETTINGS, **{field: value})
+
+
+def test_precision_is_a_widget_that_presets_leave_alone():
+    float32 = settings_from_widgets({"prec": "float32", "hvp": "exact"})
+    assert float32.precision == "float32" and DEFAULT_SETTINGS.precision == "float64"
+    assert settings_from_widgets(widget_values(float32)) == float32
+    # a preset is matched (and set) whatever the precision, which it leaves as it is
+    assert preset_matching(dataclasses.replace(DEFAULT_SETTINGS, precision="float32")) == "paper"
+    assert all("prec" not in preset_values(name) for name in PRESETS)
+    with pytest.raises(ValueError, match="precision.*float64.*float32"):
+        settings_from_widgets({"prec": "half"})
 
 
 def test_baseline_kwargs_follow_the_budget():

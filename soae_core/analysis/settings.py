@@ -43,8 +43,17 @@ HVP_LABELS: dict[str, str] = {"finite_difference": "finite difference",
                               "central_difference": "central difference",
                               "exact": "exact"}
 STEP_RULE_LABELS: dict[str, str] = {"sign": "sign", "linf": "L∞-normalised", "raw": "raw"}
-# The target widgets (``?target=chosen&tcls=3``); presets leave them alone.
-TARGET_KEYS: tuple[str, ...] = ("target", "tcls")
+# The dtype of the model copy the attacks run on (``?prec=float32``). float64 is the default
+# because it lets a class be served together: a batch of float64 SOAE runs gives every image what
+# it gets alone, a float32 batch does not (``attack_lab.batchable``). On the bundled Fashion-MNIST
+# CNN it is not slower alone either: with the paper's finite-difference products GMRES needs fewer
+# gradients in float64 (``bench/bench_precision.py``, results in bench/results/precision.json).
+# float32 is the paper's (and the CLI's) precision, and 2.3–2.6× faster per gradient for ResNet-18
+# at 224 × 224 on the project's CPU.
+PRECISIONS: tuple[str, ...] = ("float64", "float32")
+# Widgets that presets leave alone: the target (``?target=chosen&tcls=3``: what the attacks aim
+# at) and the precision (how they are computed).
+UNPRESET_KEYS: tuple[str, ...] = ("target", "tcls", "prec")
 # "SOAE-g" is SOAE without curvature: the sidebar's SOAE settings with δ̃ replaced by g (the ablation).
 BASELINES: tuple[str, ...] = ("FGSM", "PGD", "AutoAttack", "ASOD", "SOAE-g")
 
@@ -62,6 +71,8 @@ class AttackSettings:
     baselines: first-order attacks shown beside SOAE (names from :data:`BASELINES`).
     target_mode: "untargeted" or how targets are chosen (:data:`soae_core.targets.TARGET_MODES`);
     target_class: the class to reach in mode "chosen" (ignored otherwise).
+    precision: "float64" | "float32", the dtype of the model copy every attack runs on (see
+    :data:`PRECISIONS`).
     """
 
     eps: float = PAPER_EPS
@@ -78,6 +89,7 @@ class AttackSettings:
     baselines: tuple[str, ...] = ("FGSM", "PGD")
     target_mode: str = "untargeted"
     target_class: int = 0
+    precision: str = PRECISIONS[0]
 
     def __post_init__(self) -> None:
         check_positive("eps", self.eps, allow_zero=True)
@@ -92,6 +104,7 @@ class AttackSettings:
         check_int("seed", self.seed, minimum=0)
         for name in self.baselines:
             check_choice("baselines", name, BASELINES)
+        check_choice("precision", self.precision, PRECISIONS)
         self.target_rule  # noqa: B018 - validates the target mode and class
 
     @property
@@ -213,7 +226,7 @@ def widget_values(settings: AttackSettings) -> dict[str, Any]:
             "alpha_raw": _nearest(settings.alpha_raw, ALPHA_RAW_CHOICES), "hvp": settings.hvp,
             "step": settings.step_rule, "m": min(settings.max_krylov, MAX_KRYLOV),
             "rs": settings.random_start, "seed": settings.seed, "cmp": list(settings.baselines),
-            "target": settings.target_mode, "tcls": settings.target_class}
+            "target": settings.target_mode, "tcls": settings.target_class, "prec": settings.precision}
 
 
 def settings_from_widgets(values: Mapping[str, Any]) -> AttackSettings:
@@ -228,19 +241,20 @@ def settings_from_widgets(values: Mapping[str, Any]) -> AttackSettings:
                           alpha_raw=float(merged["alpha_raw"]), hvp=merged["hvp"], step_rule=merged["step"],
                           max_krylov=int(merged["m"]), random_start=bool(merged["rs"]), seed=int(merged["seed"]),
                           baselines=tuple(name for name in BASELINES if name in merged["cmp"]),
-                          target_mode=merged["target"], target_class=int(merged["tcls"]))
+                          target_mode=merged["target"], target_class=int(merged["tcls"]),
+                          precision=merged["prec"])
 
 
 def preset_values(name: str) -> dict[str, Any]:
     """The widget values preset ``name`` sets: every attack parameter, but not the target (a preset
-    is about how the attacks run, not what they aim at)."""
+    is about how the attacks run, not what they aim at) nor the precision (how they are computed)."""
     values = widget_values(PRESETS[check_choice("preset", name, tuple(PRESETS))])
-    return {key: value for key, value in values.items() if key not in TARGET_KEYS}
+    return {key: value for key, value in values.items() if key not in UNPRESET_KEYS}
 
 
 def preset_matching(settings: AttackSettings) -> str | None:
-    """The name of the preset equal to ``settings`` in widget units (the target aside), or None."""
-    shown = {key: value for key, value in widget_values(settings).items() if key not in TARGET_KEYS}
+    """The name of the preset equal to ``settings`` in widget units (target and precision aside), or None."""
+    shown = {key: value for key, value in widget_values(settings).items() if key not in UNPRESET_KEYS}
     for name in PRESETS:
         if preset_values(name) == shown:
             return name
