@@ -1,5 +1,7 @@
 """Attack Lab: SOAE and the chosen baselines on one image, side by side."""
 
+from functools import partial
+
 import streamlit as st
 
 from soae_app import cache
@@ -136,17 +138,18 @@ def downloads_section(run: LabRun, selection: Selection) -> None:
     else:
         st.warning(f"Saving {chosen} as an 8-bit PNG undoes the attack: the rounded image is classified "
                    f"{run.class_names[outcome.prediction_8bit]}. Use the 8-bit-safe PNG.", icon=":material/warning:")
+    # Files are made when a button is clicked (callables), not on every view of the page.
     left, middle, right, last = st.columns(4)
-    left.download_button("Adversarial image (PNG)", png_bytes(outcome.adv), f"{stem}_adversarial.png", "image/png",
+    left.download_button("Adversarial image (PNG)", partial(png_bytes, outcome.adv), f"{stem}_adversarial.png", "image/png",
                          on_click="ignore", help="Rounded to 8 bits per pixel (see above); the .npy is exact.")
-    middle.download_button("8-bit-safe PNG", png_bytes(outcome.grid_adv), f"{stem}_adversarial_8bit_safe.png",
+    middle.download_button("8-bit-safe PNG", partial(png_bytes, outcome.grid_adv), f"{stem}_adversarial_8bit_safe.png",
                            "image/png", on_click="ignore", disabled=not outcome.success,
                            help="Projected onto the 8-bit grid inside the ε-ball so that it stays adversarial where "
                                 "possible: " + outcome.grid_note)
-    right.download_button("Perturbation δ (.npy)", npy_bytes(outcome.perturbation), f"{stem}_perturbation.npy",
+    right.download_button("Perturbation δ (.npy)", partial(npy_bytes, outcome.perturbation), f"{stem}_perturbation.npy",
                           "application/octet-stream", on_click="ignore")
     last.download_button("Parameters & versions (JSON)",
-                         run_bundle(run, selection.settings, selection.info.name, selection.image_source),
+                         partial(run_bundle, run, selection.settings, selection.info.name, selection.image_source),
                          f"{selection.info.name}_run.json", "application/json", on_click="ignore")
     if outcome.success:
         st.caption(f"8-bit-safe PNG: {outcome.grid_note}")

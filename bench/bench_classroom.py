@@ -114,9 +114,9 @@ def memory_mb(pid: int) -> dict[str, float]:
 SERVER_PID: list[int] = []  # the server under test (set when it starts)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` and its live children (the worker
-    processes): less sensitive to other jobs on the machine than wall time."""
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU seconds of process ``pid`` and (unless ``children`` is False) its live
+    children (the worker processes): less sensitive to other jobs on the machine than wall time."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -124,7 +124,7 @@ def cpu_seconds(pid: int) -> float:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent's pid
+        if stat.parent.name == str(pid) or (children and fields[1] == str(pid)):  # fields[1]: the parent's pid
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
@@ -174,17 +174,22 @@ def start_server(port: int, server_args: list[str], log: Path) -> subprocess.Pop
 
 async def phase(label: str, body) -> dict[str, Any]:
     before, cpu_before = load(), cpu_seconds(SERVER_PID[0])
+    own_before, clients_before = cpu_seconds(SERVER_PID[0], children=False), time.process_time()
     start = time.perf_counter()
     result = await body
+    # server_process_cpu_s: the streamlit process alone (its script threads share one GIL);
+    # clients_cpu_s: this benchmark's protocol clients, which run on the same cores
     result.update(load_before=before, load_after=load(), phase_wall_s=round(time.perf_counter() - start, 2),
-                  server_cpu_s=round(cpu_seconds(SERVER_PID[0]) - cpu_before, 2))
+                  server_cpu_s=round(cpu_seconds(SERVER_PID[0]) - cpu_before, 2),
+                  server_process_cpu_s=round(cpu_seconds(SERVER_PID[0], children=False) - own_before, 2),
+                  clients_cpu_s=round(time.process_time() - clients_before, 2))
     print(f"  {label}: {summary_line(result)}", flush=True)
     return result
 
 
 def summary_line(result: dict[str, Any]) -> str:
-    keys = ("p50_s", "p95_s", "max_s", "wall_s", "efficiency", "cpu_efficiency", "server_cpu_s", "errors",
-            "exceptions", "load_after")
+    keys = ("p50_s", "p95_s", "max_s", "wall_s", "efficiency", "cpu_efficiency", "server_cpu_s",
+            "server_process_cpu_s", "clients_cpu_s", "errors", "exceptions", "load_after")
     return " ".join(f"{k}={result[k]:.3g}" if isinstance(result[k], float) else f"{k}={result[k]}"
                     for k in keys if k in result)
 

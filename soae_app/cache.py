@@ -235,7 +235,8 @@ def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSett
     status box alone costs 0.1 s: Streamlit sleeps 50 ms on opening and on closing it)."""
     net = model(info, settings.precision)
     x = compute.batch(image, net)
-    target = attack_lab.lab_target(net, x, label, settings, info.class_names)
+    # run_lab checks the image and label and picks the target again; untargeted, nothing to pick yet
+    target = attack_lab.lab_target(net, x, label, settings, info.class_names) if settings.targeted else None
     tickets = _attack_tickets(info, image, label, {name: (settings.attack_kwargs(name, info.dataset), target)
                                                    for name in settings.attack_names}, settings.precision, session())
 
@@ -262,19 +263,27 @@ def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSett
 @st.cache_data(show_spinner=False, max_entries=256)
 def _transfer_table(models: tuple[tuple[str, str], ...], device_name: str, clean: np.ndarray, adv: np.ndarray,
                     label: int, target: int | None, class_names: tuple[str, ...], source: str,
-                    _run: attack_lab.LabRun, _outcome: attack_lab.AttackOutcome) -> pd.DataFrame:
-    nets = {name: _model(name, "float32", version, device_name) for name, version in models}
-    return attack_lab.transfer_table(nets, _run, _outcome, source)
+                    _infos: list[ModelInfo], _run: attack_lab.LabRun, _outcome: attack_lab.AttackOutcome) -> pd.DataFrame:
+    if any(uploads.is_upload(name) for name, _ in models):  # only this process holds an upload
+        nets = {name: _model(name, "float32", version, device_name) for name, version in models}
+        return attack_lab.transfer_table(nets, _run, _outcome, source)
+    # In the pool, like every other model computation: a script thread holds the GIL that all
+    # sessions share (this table was a fifth of the server's busy time in a 30-student burst).
+    request = (tuple(name for name, _ in models), dataclasses.replace(_run, outcomes=[], iterations=[]), _outcome,
+               source)
+    ticket = worker_pool.service().submit(job(compute.transfer_table, tuple(spec(info) for info in _infos),
+                                              (request,)), session())
+    return wait_for([ticket], "Transfer", show=lambda _text: None)[0]  # draws nothing inside a cached function
 
 
 def transfer_table(infos: list[ModelInfo], run: attack_lab.LabRun, outcome: attack_lab.AttackOutcome,
                    source: str) -> pd.DataFrame:
     """:func:`soae_core.analysis.attack_lab.transfer_table` of ``outcome`` on the models of ``infos``
-    (in this script thread: a few forward passes), cached on the models' names and weights
-    versions, the clean and adversarial images, the label and the target."""
+    (a few forward passes, in the worker pool), cached on the models' names and weights versions,
+    the clean and adversarial images, the label and the target."""
     return _transfer_table(tuple((i.name, weights_version(i)) for i in infos), _device_name(), run.image,
                            outcome.adv, run.label, outcome.target, tuple(run.class_names), source,
-                           _run=run, _outcome=outcome)
+                           _infos=infos, _run=run, _outcome=outcome)
 
 
 # ---------------------------------------------------------------------------------- Source × target grid

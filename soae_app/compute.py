@@ -116,6 +116,13 @@ def batch(image: np.ndarray, net: nn.Module, dtype: torch.dtype | None = None) -
     return image_batch(image, dtype or net_dtype(net), model_device(net))
 
 
+def transfer_table(*models_then_request: Any) -> pd.DataFrame:
+    """:func:`soae_core.analysis.attack_lab.transfer_table` as a pool job: the models (one per
+    name of the request, in order), then the request ``(names, run, outcome, source)``."""
+    *nets, (names, run, outcome, source) = models_then_request
+    return attack_lab.transfer_table(dict(zip(names, nets, strict=True)), run, outcome, source)
+
+
 # ---------------------------------------------------------------------------------- Source × target grid
 def grid_row(net: nn.Module, image: np.ndarray, source_class: int, attack: str,
              kwargs: dict[str, Any]) -> target_grid.GridRow:
