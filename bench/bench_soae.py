@@ -61,18 +61,20 @@ SYNCING = {"nonzero", "item", "tolist", "__bool__", "__int__", "__float__", "__i
            "argwhere", "masked_select"}
 
 
-def _model_and_images(device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
+def _model_and_images(device: torch.device,
+                      dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str]:
     from soae_core.data import load_samples
     from soae_core.models import load_model
     from soae_core.models.registry import build_model
 
     samples = load_samples("fashion_mnist")
-    images = samples.images.repeat(2, 1, 1, 1)[:128].to(device)
+    images = samples.images.repeat(2, 1, 1, 1)[:128].to(device=device, dtype=dtype)
     labels = samples.labels.repeat(2)[:128].to(device)
     try:
-        return load_model("fmnist-cnn-std", device=device), images, labels, "fmnist-cnn-std (bundled weights)"
+        return (load_model("fmnist-cnn-std", device=device, dtype=dtype), images, labels,
+                "fmnist-cnn-std (bundled weights)")
     except ValueError:
-        model = build_model("fmnist-cnn-std").to(device).eval()
+        model = build_model("fmnist-cnn-std").to(device=device, dtype=dtype).eval()
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         return model, images, labels, "fmnist-cnn-std architecture, random weights (checkpoint missing)"
@@ -295,13 +297,17 @@ def main() -> None:
                         help="git revision whose soae_core/krylov.py and hvp.py are the 'before' engine (default: the MGS one)")
     parser.add_argument("--output", default="soae",
                         help="result name: writes bench/results/<output>.json (default soae, the documented run)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                        help="the model's and images' dtype (float32: the issue's case; float64: the app's default "
+                             "precision since issue 17)")
     add_device_argument(parser)
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model, images, labels, model_name = _model_and_images(device)
+    model, images, labels, model_name = _model_and_images(device, getattr(torch, args.dtype))
     results: dict = {"load_average_at_start": os.getloadavg()[0], "model": model_name, "threads": args.threads,
+                     "dtype": args.dtype,
                      "rounds": args.rounds, "device": str(device),
                      "settings": "SOAE defaults: eps 8/255, eta 1e-5, tau 1e-3, N 4, m <= 30, sign step",
                      "targets_finite_difference": {str(k): v for k, v in TARGETS.items()}}
