@@ -19,7 +19,9 @@ shipped ``.streamlit/config.toml`` plus any ``--server-arg``), then drives sessi
 - ``heavy``: (admission control) half the students burst into the Attack Lab alone, then the
   other half while one student runs every attack on ``--heavy-n`` Compare images; p95 ratio.
 - ``same``: (issue 17) N new sessions with the *same settings* on N different images, at once,
-  on a model nobody has used yet (cold for every image).
+  on a model nobody has used yet (cold for every image). Run it again with ``SOAE_BATCHING=0`` in
+  the environment (the server inherits it; the result records it as ``server_env``) for the
+  batcher-off comparison.
 
 Errors count ``exception`` elements and ``st.error`` alerts. Every number comes with the load
 average before and after its phase (the machine is shared): compare ratios within one run. Each
@@ -317,6 +319,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     server = start_server(port, args.server_arg, log)
     SERVER_PID[:] = [server.pid]
     result: dict[str, Any] = {"students": args.students, "cores": cores, "server_args": args.server_arg,
+                              # the server inherits this environment: SOAE_BATCHING=0 runs it without the batcher
+                              "server_env": {k: v for k, v in os.environ.items() if k.startswith("SOAE_")},
                               "scenarios": scenarios, "machine": machine()}
     try:
         start = time.perf_counter()

@@ -294,6 +294,8 @@ def target(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSetti
     """The class the sidebar's settings aim at for the image (None: untargeted), as the Attack Lab
     picks it (:func:`soae_core.analysis.attack_lab.lab_target`). ValueError for a chosen target
     equal to the true class."""
+    if not settings.targeted:
+        return None  # nothing to pick (and no model copy in the settings' precision to load for it)
     net = model(info, settings.precision)
     return attack_lab.lab_target(net, compute.batch(image, net), label, settings, info.class_names)
 
