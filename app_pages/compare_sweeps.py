@@ -45,7 +45,8 @@ attacks = right.multiselect("Attacks", list(ATTACKS), default=["FGSM", "PGD", "S
 st.caption(f"{info.name} · ε = {settings.eps * 255:g}/255 · SOAE: N = {settings.steps}, {settings.hvp.replace('_', ' ')} "
            f"products, τ = {settings.tau:g}, η = {settings.eta:g}, Krylov cap {settings.max_krylov}, "
            f"{settings.step_rule} step. Change them in the sidebar. Computed in float32, like the model cards and "
-           f"the command-line evaluation (the sidebar's precision is the Attack Lab's).")
+           f"the command-line evaluation (the sidebar's precision applies to the Attack Lab and Perturbation "
+           f"Anatomy).")
 
 
 def kwargs(name: str) -> dict:
