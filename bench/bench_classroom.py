@@ -7,7 +7,7 @@ shipped ``.streamlit/config.toml`` plus any ``--server-arg``), then drives sessi
 - ``single``: one session per page, cold (an image nobody has asked for; imports and models
   already loaded by a warm-up session) and warm (the same run again: everything cached).
 - ``burst``: N new sessions open the page at the same moment, each on its own image (cold),
-  then all rerun at once (warm). Burst efficiency = N × single cold ÷ (cores × burst wall):
+  then, once every cold view is done, all rerun at once (warm). Burst efficiency = N × single cold ÷ (cores × burst wall):
   1.0 means the server served N students as fast as it would serve them one after another on
   every core; below 1, concurrency itself costs time.
 - ``arrivals``: N students, each interacting (new page and new image) at seeded exponential
@@ -213,7 +213,9 @@ def add_cpu_efficiency(burst_result: dict[str, Any], single_result: dict[str, An
 async def burst(base: str, page: str, queries: list[dict[str, str]], cores: int, single_cold_s: float
                 ) -> dict[str, Any]:
     start = time.perf_counter()
-    runs = await run_sessions(base, [[{"page": PAGES[page], "query": q}] * 2 for q in queries])
+    # in step: the warm reruns start once every cold view is done (until 2026-11-29 22:00 each session
+    # reran as soon as its own cold view came, so early reruns competed with the last cold views)
+    runs = await run_sessions(base, [[{"page": PAGES[page], "query": q}] * 2 for q in queries], in_step=True)
     cold = [r[0] for r in runs]
     warm = [r[1] for r in runs]
     cold_wall = max(r.seconds for r in cold)

@@ -274,16 +274,26 @@ class Session:
 
 
 async def run_sessions(base_url: str, scripts: list[list[dict[str, Any]]], start_together: bool = True,
-                       timeout_s: float = 600) -> list[list[PageRun]]:
+                       timeout_s: float = 600, in_step: bool = False) -> list[list[PageRun]]:
     """Run several sessions at once; ``scripts[i]`` is session i's list of :meth:`Session.run`
-    keyword arguments (page, query, widgets), run in order. Returns each session's runs."""
+    keyword arguments (page, query, widgets), run in order. With ``in_step`` (scripts of one
+    length) every session starts its next run only when all have finished the current one.
+    Returns each session's runs."""
     gate = asyncio.Event()
+    if in_step and len({len(script) for script in scripts}) > 1:
+        raise ValueError("in_step needs scripts of one length")
+    barrier = asyncio.Barrier(len(scripts)) if in_step and scripts else None
 
     async def one(script: list[dict[str, Any]]) -> list[PageRun]:
         async with Session(base_url, timeout_s) as session:
             if start_together:
                 await gate.wait()
-            return [await session.run(**step) for step in script]
+            runs = []
+            for step in script:
+                runs.append(await session.run(**step))
+                if barrier is not None:
+                    await barrier.wait()
+            return runs
 
     tasks = [asyncio.create_task(one(script)) for script in scripts]
     await asyncio.sleep(0.2)  # every socket open before the gate

@@ -100,3 +100,40 @@ def test_figures_are_compared_to_six_significant_digits_like_tables():
     assert _figure_text(spec(base)) == _figure_text(spec([v * (1 + 1e-12) for v in base]))
     assert _figure_text(spec(base)) == _figure_text(spec(base, typed=True))
     assert _figure_text(spec(base)) != _figure_text(spec([1.0, 0.0123457789, 3e-7]))
+
+
+def test_sessions_in_step_start_each_run_only_when_all_finished_the_last(monkeypatch):
+    """The burst benchmark's cold views must not meet early students' warm reruns."""
+    from soae_app import protocol
+
+    events = []
+
+    class FakeSession:
+        def __init__(self, base_url, timeout_s):
+            pass
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return False
+
+        async def run(self, page="", query=None):
+            events.append(("start", page, query["i"]))
+            await asyncio.sleep(0.01 * query["i"])  # session i is slower the larger i
+            events.append(("end", page, query["i"]))
+            return page
+
+    monkeypatch.setattr(protocol, "Session", FakeSession)
+    scripts = [[{"page": "cold", "query": {"i": i}}, {"page": "warm", "query": {"i": i}}] for i in range(4)]
+    runs = asyncio.run(protocol.run_sessions("http://x", scripts, in_step=True))
+    assert runs == [["cold", "warm"]] * 4
+    last_cold_end = max(n for n, e in enumerate(events) if e[:2] == ("end", "cold"))
+    first_warm_start = min(n for n, e in enumerate(events) if e[:2] == ("start", "warm"))
+    assert last_cold_end < first_warm_start
+    events.clear()  # without in_step the fast session reruns while slow ones are still cold
+    asyncio.run(protocol.run_sessions("http://x", scripts))
+    assert min(n for n, e in enumerate(events) if e[:2] == ("start", "warm")) < max(
+        n for n, e in enumerate(events) if e[:2] == ("end", "cold"))
+    with pytest.raises(ValueError, match="one length"):
+        asyncio.run(protocol.run_sessions("http://x", [scripts[0], scripts[0][:1]], in_step=True))
