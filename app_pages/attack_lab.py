@@ -26,13 +26,12 @@ selection = ready_selection()
 
 
 def compute_run(selection: Selection) -> LabRun:
-    """``run_lab`` on the image (every attack cached on its own), shown with a status box while
-    something actually runs; its label says when the attacks wait in the queue."""
-    box = st.empty()
+    """``run_lab`` on the image (every attack cached on its own), with a progress line while
+    something actually runs; it says when the attacks wait in the queue."""
+    line = st.empty()
     run = cache.lab_run(selection.info, selection.image, selection.label, selection.settings,
-                        status=lambda: box.status(f"Running {', '.join(selection.settings.attack_names)} on "
-                                                  f"{selection.info.name}…"))
-    box.empty()
+                        progress=lambda text: line.caption(f":material/hourglass_top: {text}"))
+    line.empty()
     return run
 
 

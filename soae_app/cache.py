@@ -230,15 +230,15 @@ def _attack_tickets(info: ModelInfo, image: np.ndarray, label: int, requests: di
 
 
 def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSettings,
-            status: Callable[[], Any] | None = None) -> attack_lab.LabRun:
+            progress: Callable[[str], None] | None = None) -> attack_lab.LabRun:
     """:func:`soae_core.analysis.attack_lab.run_lab` on the image. Every attack is submitted to
     the pool first (aimed at :func:`~soae_core.analysis.attack_lab.lab_target` when the settings
     are targeted), so they run side by side; ``run_lab`` then collects them in order.
 
-    status: makes a status box (a context manager like ``st.status``), opened only when some
-    attack is not cached yet: it lists each attack as it is collected and, while one waits, its
-    place in the queue (see :func:`wait_for`). A rerun with everything cached draws nothing (a
-    status box alone costs 0.1 s: Streamlit sleeps 50 ms on opening and on closing it)."""
+    progress: shows one line of text (e.g. a placeholder's caption), called only when some attack
+    is not cached yet: which attack is being collected and, while one waits, its place in the
+    queue (see :func:`wait_for`). A rerun with everything cached draws nothing. (Not ``st.status``:
+    Streamlit sleeps 50 ms on opening and on closing a status box, 0.1 s added to every cold view.)"""
     net = model(info, settings.precision)
     x = compute.batch(image, net)
     # run_lab checks the image and label and picks the target again; untargeted, nothing to pick yet
@@ -256,10 +256,13 @@ def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSett
                                          run=run, on_attack=on_attack))
 
     try:
-        if status is None or all(t.done() for t in tickets.values() if isinstance(t, worker_pool.Ticket)):
+        if progress is None or all(t.done() for t in tickets.values() if isinstance(t, worker_pool.Ticket)):
             return collect(None, None)
-        with status() as box:
-            return collect(lambda name: box.write(f"{name}…"), lambda text: box.update(label=text))
+
+        def line(detail: str) -> None:
+            progress(f"Running {', '.join(settings.attack_names)} on {info.name} — {detail}")
+
+        return collect(lambda name: line(f"{name}…"), line)
     finally:
         for ticket in tickets.values():
             if isinstance(ticket, worker_pool.Ticket):
