@@ -30,7 +30,7 @@ def compute_run(selection: Selection) -> LabRun:
     something actually runs; it says when the attacks wait in the queue."""
     line = st.empty()
     run = cache.lab_run(selection.info, selection.image, selection.label, selection.settings,
-                        progress=lambda text: line.caption(f":material/hourglass_top: {text}"))
+                        progress=lambda text: line.info(text, icon=":material/hourglass_top:"))
     line.empty()
     return run
 
