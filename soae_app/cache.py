@@ -203,7 +203,7 @@ def per_model(fn: Callable[..., Any], dtypes: tuple[str, ...] = ("float32",), wh
 
 # ---------------------------------------------------------------------------------- Attack Lab
 def attack_job(info: ModelInfo, image: np.ndarray, label: int, name: str, kwargs: dict[str, Any],
-               target: int | None = None, precision: str = "float32") -> worker_pool.Job:
+               target: int | None, precision: str) -> worker_pool.Job:
     """The job of attack ``name`` with ``kwargs`` on the image (C, H, W) (aimed at ``target`` when
     targeted) on the ``precision`` ("float32" or "float64") copy of the model: keyed on the
     attack's own arguments only, and batched with other sessions' images when the attack allows it
@@ -239,12 +239,11 @@ def lab_run(info: ModelInfo, image: np.ndarray, label: int, settings: AttackSett
     is not cached yet: which attack is being collected and, while one waits, its place in the
     queue (see :func:`wait_for`). A rerun with everything cached draws nothing. (Not ``st.status``:
     Streamlit sleeps 50 ms on opening and on closing a status box, 0.1 s added to every cold view.)"""
+    goal = target(info, image, label, settings)  # run_lab checks the image and label and picks it again
+    tickets = _attack_tickets(info, image, label, {name: (settings.attack_kwargs(name, info.dataset), goal)
+                                                   for name in settings.attack_names}, settings.precision, session())
     net = model(info, settings.precision)
     x = compute.batch(image, net)
-    # run_lab checks the image and label and picks the target again; untargeted, nothing to pick yet
-    target = attack_lab.lab_target(net, x, label, settings, info.class_names) if settings.targeted else None
-    tickets = _attack_tickets(info, image, label, {name: (settings.attack_kwargs(name, info.dataset), target)
-                                                   for name in settings.attack_names}, settings.precision, session())
 
     def collect(on_attack: Callable[[str], None] | None, show: Callable[[str], None] | None) -> attack_lab.LabRun:
         def run(name: str, kwargs: dict[str, Any],

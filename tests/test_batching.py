@@ -86,7 +86,7 @@ def test_the_app_batches_the_default_soae_request_and_only_in_float64():
     image = load_samples("fashion_mnist").images[0].numpy()
     kwargs = DEFAULT_SETTINGS.attack_kwargs("SOAE", "fashion_mnist")
     assert DEFAULT_SETTINGS.precision == "float64"
-    default = cache.attack_job(info, image, 0, "SOAE", kwargs, precision=DEFAULT_SETTINGS.precision)
+    default = cache.attack_job(info, image, 0, "SOAE", kwargs, target=None, precision=DEFAULT_SETTINGS.precision)
     assert default.batch is not None and default.batch.member.spec.dtype == "float64"
-    assert cache.attack_job(info, image, 0, "SOAE", kwargs, precision="float32").batch is None
+    assert cache.attack_job(info, image, 0, "SOAE", kwargs, target=None, precision="float32").batch is None
     assert cache.attack_job(info, image, 0, "SOAE", kwargs, target=3, precision="float64").batch is None

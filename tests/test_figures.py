@@ -3,8 +3,10 @@ per-property validation for speed): each validates against plotly's schema and l
 panels as make_subplots would."""
 
 import dataclasses
+import json
 
 import plotly.graph_objects as go
+import plotly.io as pio
 import pytest
 import torch
 from plotly.subplots import make_subplots
@@ -64,8 +66,13 @@ def test_subplot_row_matches_make_subplots(n, spacing):
 
 
 def _validated(figure: go.Figure) -> dict:
-    """The figure's dict, after plotly's full validation (raises ValueError on any bad property)."""
-    return go.Figure(figure.to_dict()).to_dict()
+    """The figure's dict, after plotly's full validation (raises ValueError on any bad property) —
+    and the browser gets exactly that: validation also *converts* some values (a named colour scale
+    such as "Magma" or "RdBu_r" becomes its list of colours; plotly.js knows neither name and would
+    silently draw its default scale), so the unvalidated figure's JSON must equal the validated one's."""
+    validated = go.Figure(figure.to_dict())
+    assert json.loads(pio.to_json(figure, validate=False)) == json.loads(pio.to_json(validated, validate=False))
+    return validated.to_dict()
 
 
 def test_attack_lab_figures_validate_and_show_every_attack(run):

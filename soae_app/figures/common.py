@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
+from plotly.colors import get_colorscale
 
 # Colour-blind-safe (Okabe–Ito) colours, readable on a projector.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
@@ -54,6 +55,10 @@ def figure_from_spec(data: list[dict[str, Any]], layout_spec: dict[str, Any], he
     """
     spec = {"height": height, "font": FONT, "margin": {"l": 10, "r": 10, "t": 50, "b": 10}, "plot_bgcolor": "white",
             **layout_spec}
+    # Validation would also have turned a named colour scale into its colours: plotly.js knows
+    # neither Python's names ("Magma") nor their reversal ("RdBu_r") and would draw its default.
+    data = [{**trace, "colorscale": get_colorscale(trace["colorscale"])} if isinstance(trace.get("colorscale"), str)
+            else trace for trace in data]
     return go.Figure({"data": data, "layout": spec}, _validate=False)
 
 
