@@ -116,19 +116,22 @@ def memory_mb(pid: int) -> dict[str, float]:
 SERVER_PID: list[int] = []  # the server under test (set when it starts)
 
 
-def cpu_seconds(pid: int, children: bool = True) -> float:
-    """User + system CPU seconds of process ``pid`` and (unless ``children`` is False) its live
-    children (the worker processes): less sensitive to other jobs on the machine than wall time."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU seconds of process ``pid`` with its live children (the worker processes),
+    and of ``pid`` alone (one scan of /proc): less sensitive to other jobs than wall time."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    total = own = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if stat.parent.name == str(pid) or (children and fields[1] == str(pid)):  # fields[1]: the parent's pid
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if stat.parent.name == str(pid):
+            total, own = total + seconds, own + seconds
+        elif fields[1] == str(pid):  # fields[1]: the parent's pid
+            total += seconds
+    return total, own
 
 
 def load() -> float:
@@ -175,15 +178,14 @@ def start_server(port: int, server_args: list[str], log: Path) -> subprocess.Pop
 
 
 async def phase(label: str, body) -> dict[str, Any]:
-    before, cpu_before = load(), cpu_seconds(SERVER_PID[0])
-    own_before, clients_before = cpu_seconds(SERVER_PID[0], children=False), time.process_time()
+    before, (cpu_before, own_before), clients_before = load(), cpu_seconds(SERVER_PID[0]), time.process_time()
     start = time.perf_counter()
     result = await body
     # server_process_cpu_s: the streamlit process alone (its script threads share one GIL);
     # clients_cpu_s: this benchmark's protocol clients, which run on the same cores
+    cpu_after, own_after = cpu_seconds(SERVER_PID[0])
     result.update(load_before=before, load_after=load(), phase_wall_s=round(time.perf_counter() - start, 2),
-                  server_cpu_s=round(cpu_seconds(SERVER_PID[0]) - cpu_before, 2),
-                  server_process_cpu_s=round(cpu_seconds(SERVER_PID[0], children=False) - own_before, 2),
+                  server_cpu_s=round(cpu_after - cpu_before, 2), server_process_cpu_s=round(own_after - own_before, 2),
                   clients_cpu_s=round(time.process_time() - clients_before, 2))
     print(f"  {label}: {summary_line(result)}", flush=True)
     return result

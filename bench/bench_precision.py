@@ -7,8 +7,8 @@ On the bundled standard Fashion-MNIST CNN, one torch thread, SOAE with the app's
 - alone: the first ``--images`` bundled images one by one — median seconds and gradient
   evaluations per image, and how many images the attack fooled;
 - batched: the same images as one batched call (``run_attack_batch``) — seconds per image, and
-  the number of images whose batched result differs from its result alone (prediction, gradient
-  evaluations, Krylov dimensions, or any pixel by more than 1e-6). Only a dtype where that number
+  the number of images whose batched result differs from its result alone
+  (``attack_lab.batch_differences``, the check the tests make). Only a dtype where that number
   is 0 may be batched in the app (``attack_lab.batchable``);
 - one input gradient of ResNet-18 at 224 × 224 (untrained weights: the cost does not depend on
   them), batch 1 — the price of float64 on a large model.
@@ -20,32 +20,19 @@ bench/results/precision.json. Compare the ratios within one run (the machine is 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 import torchvision
+from common import median_seconds, write_result
 
 from soae_core.analysis import attack_lab
-from soae_core.analysis.attack_lab import run_attack, run_attack_batch
+from soae_core.analysis.attack_lab import batch_differences, run_attack, run_attack_batch
 from soae_core.analysis.settings import DEFAULT_SETTINGS, PRESETS
 from soae_core.data import load_samples
 from soae_core.models import load_model
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def differs(batched, alone) -> bool:
-    """True when a batch member's result is not its result alone (the app's batching contract)."""
-    (outcome, views), (outcome_alone, views_alone) = batched, alone
-    return (outcome.prediction != outcome_alone.prediction or outcome.grad_evals != outcome_alone.grad_evals
-            or [(v.m, v.stop_reason) for v in views] != [(v.m, v.stop_reason) for v in views_alone]
-            or not np.allclose(outcome.adv, outcome_alone.adv, rtol=0, atol=1e-6))
 
 
 def attack_row(dtype: torch.dtype, preset: str, n: int) -> dict:
@@ -73,20 +60,13 @@ def attack_row(dtype: torch.dtype, preset: str, n: int) -> dict:
             "grad_evals_median": statistics.median(evals), "grad_evals_min": min(evals), "grad_evals_max": max(evals),
             "fooled_alone": sum(outcome.success for outcome, _ in alone),
             "batched_per_image_s": batch_s / n,
-            "batch_members_differing": sum(differs(b, a) for b, a in zip(batched, alone, strict=True))}
+            "batch_members_differing": sum(bool(batch_differences(b, a)) for b, a in zip(batched, alone, strict=True))}
 
 
-def resnet_gradient_s(dtype: torch.dtype, rounds: int = 5) -> float:
-    net = torchvision.models.resnet18().eval().to(dtype)
-    for parameter in net.parameters():
-        parameter.requires_grad_(False)
+def resnet_gradient_s(dtype: torch.dtype) -> float:
+    net = torchvision.models.resnet18().eval().to(dtype).requires_grad_(False)
     x = torch.rand(1, 3, 224, 224, dtype=dtype, requires_grad=True)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        torch.autograd.grad(net(x).logsumexp(1).sum(), x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+    return median_seconds(lambda: torch.autograd.grad(net(x).logsumexp(1).sum(), x), repeats=4, warmup=1)
 
 
 def main() -> None:
@@ -99,8 +79,7 @@ def main() -> None:
     rows = [attack_row(dtype, preset, args.images) for preset in ("paper", "fast classroom")
             for dtype in (torch.float32, torch.float64)]
     resnet = {str(dtype).removeprefix("torch."): resnet_gradient_s(dtype) for dtype in (torch.float32, torch.float64)}
-    result = {"machine": platform.node(), "cpu_count": os.cpu_count(), "torch_threads": 1,
-              "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": load_before, "load_after": os.getloadavg(),
+    result = {"torch_threads": 1, "load_before": load_before, "load_after": os.getloadavg(),
               "default_settings": DEFAULT_SETTINGS.soae_kwargs(), "soae": rows, "resnet18_gradient_s": resnet}
     print(f"{'preset':<15} {'dtype':<8} {'alone s/img':>11} {'grad evals (min–max)':>22} {'fooled':>7} "
           f"{'batched s/img':>13} {'members differing':>18}")
@@ -111,8 +90,7 @@ def main() -> None:
               f"{r['batch_members_differing']:>12}/{r['images']}")
     print(f"ResNet-18 one gradient: float32 {resnet['float32'] * 1e3:.0f} ms, float64 {resnet['float64'] * 1e3:.0f} ms "
           f"({resnet['float64'] / resnet['float32']:.1f}×); load {load_before[0]:.1f} → {result['load_after'][0]:.1f}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.output}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {write_result(args.output, result)}")
 
 
 if __name__ == "__main__":

@@ -294,7 +294,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per batch size and mode (median reported)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--before", default=BEFORE_REV,
-                        help="git revision whose soae_core/krylov.py and hvp.py are the 'before' engine (default: the MGS one)")
+                        help="git revision whose soae_core/krylov.py and hvp.py are the 'before' engine (default: the MGS one); 'none' measures no before engine")
     parser.add_argument("--output", default="soae",
                         help="result name: writes bench/results/<output>.json (default soae, the documented run)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
@@ -311,7 +311,7 @@ def main() -> None:
                      "rounds": args.rounds, "device": str(device),
                      "settings": "SOAE defaults: eps 8/255, eta 1e-5, tau 1e-3, N 4, m <= 30, sign step",
                      "targets_finite_difference": {str(k): v for k, v in TARGETS.items()}}
-    before = load_before_engine(args.before)
+    before = None if args.before == "none" else load_before_engine(args.before)
     results["per_krylov_step"] = calls_per_step(krylov)
     if before is not None:
         results["per_krylov_step_before"] = calls_per_step(before.krylov)

@@ -27,12 +27,12 @@ from torch import nn
 from soae_core import transfer
 from soae_core.analysis import attack_lab, how_soae_works, jobs, krylov_inspector, perturbation_anatomy, target_grid
 from soae_core.analysis.common import image_batch
-from soae_core.analysis.settings import DEFAULT_SETTINGS, AttackSettings
+from soae_core.analysis.settings import DEFAULT_SETTINGS, PRECISIONS, AttackSettings
 from soae_core.data import SampleSet, load_samples
 from soae_core.device import to_cpu
 from soae_core.models import load_model
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {name: getattr(torch, name) for name in PRECISIONS}  # the precisions' names → dtypes
 
 
 class ModelSpec(NamedTuple):

@@ -279,7 +279,7 @@ def _pick_settings(info: ModelInfo, label: int | None) -> AttackSettings:
                                   help="The dtype of the model copy the attacks run on. float64 (default): a class "
                                        "asking for the same settings at once is computed as one batch, each "
                                        "student getting exactly their own result. float32: the paper's precision; "
-                                       "each image runs alone (2.6× faster per gradient for ResNet-18 on "
+                                       "each image runs alone (2–3× faster per gradient for ResNet-18 on "
                                        "the project's CPU: bench/bench_precision.py).")
     for key in ("alpha", "alpha_raw"):  # the step rule shows only one of the two
         values.setdefault(key, st.session_state.get(key, DEFAULTS[key]))

@@ -173,12 +173,12 @@ def transfer_matrix(models: Mapping[str, nn.Module], images: torch.Tensor, label
     labels = torch.as_tensor(labels, dtype=torch.long, device=images.device)
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
-    clean_logits = _model_logits(models, images)
     names = tuple(models)
     sources = names if sources is None else tuple(sources)
     unknown = [s for s in sources if s not in models]
-    if unknown:
+    if unknown:  # before any forward pass
         raise ValueError(f"sources {unknown} are not among the models {list(names)}")
+    clean_logits = _model_logits(models, images)
     if craft is None:
         def craft(source: str) -> torch.Tensor:
             return adversarial_examples(models[source], images, labels, attack_name, attack_kwargs, targets)

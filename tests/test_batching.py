@@ -3,29 +3,18 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from conftest import tiny_cnn
 
-from soae_core.analysis.attack_lab import batchable, run_attack, run_attack_batch
+from soae_core.analysis.attack_lab import batch_differences, batchable, run_attack, run_attack_batch
 from soae_core.analysis.settings import DEFAULT_SETTINGS, PRESETS
 from soae_core.data import load_samples
 from soae_core.models import load_model
 
 
 def assert_same(batched, alone) -> None:
-    (outcome, views), (outcome_alone, views_alone) = batched, alone
-    assert outcome.prediction == outcome_alone.prediction
-    assert outcome.success == outcome_alone.success
-    assert outcome.grad_evals == outcome_alone.grad_evals
-    np.testing.assert_allclose(outcome.adv, outcome_alone.adv, atol=1e-6)
-    np.testing.assert_allclose(outcome.probabilities, outcome_alone.probabilities, atol=1e-5)
-    assert [(v.prediction, v.m, v.stop_reason) for v in views] == [(v.prediction, v.m, v.stop_reason)
-                                                                   for v in views_alone]
-    for view, view_alone in zip(views, views_alone, strict=False):
-        np.testing.assert_allclose(view.image, view_alone.image, atol=1e-6)
-        np.testing.assert_allclose(view.loss, view_alone.loss, rtol=1e-5, atol=1e-7)
+    assert batch_differences(batched, alone) == []
 
 
 @pytest.mark.parametrize("name", ["SOAE", "FGSM", "PGD"])
@@ -90,3 +79,16 @@ def test_the_app_batches_the_default_soae_request_and_only_in_float64():
     assert default.batch is not None and default.batch.member.spec.dtype == "float64"
     assert cache.attack_job(info, image, 0, "SOAE", kwargs, target=None, precision="float32").batch is None
     assert cache.attack_job(info, image, 0, "SOAE", kwargs, target=3, precision="float64").batch is None
+
+
+def test_batch_differences_names_what_differs(images_8x8):
+    import dataclasses
+
+    model = tiny_cnn()
+    kwargs = DEFAULT_SETTINGS.attack_kwargs("SOAE", "fashion_mnist")
+    outcome, views = run_attack(model, images_8x8[:1], 0, "SOAE", kwargs)
+    assert batch_differences((outcome, views), (outcome, views)) == []
+    nudged = dataclasses.replace(outcome, adv=outcome.adv + 1e-3, grad_evals=outcome.grad_evals + 1)
+    assert batch_differences((nudged, views), (outcome, views)) == ["grad_evals", "adv"]
+    shifted = [dataclasses.replace(v, loss=v.loss * 1.01 + 1e-3) for v in views]
+    assert batch_differences((outcome, shifted), (outcome, views)) == ["iteration images or losses"]

@@ -197,6 +197,29 @@ def batchable(name: str, attack_kwargs: dict[str, Any], dtype: torch.dtype = tor
     return name in ("FGSM", "PGD") or (name == "SOAE" and dtype == torch.float64)
 
 
+def batch_differences(batched: tuple[AttackOutcome, list[IterationView]],
+                      alone: tuple[AttackOutcome, list[IterationView]]) -> list[str]:
+    """What differs between a batch member's result and the same image's run alone (both as
+    :func:`run_attack` returns them); empty when the batch gave the member its alone result — the
+    contract of :func:`batchable`: predictions, success, gradient evaluations, Krylov dimensions and
+    stop reasons exactly; images to 1e-6 (pixel units), probabilities to 1e-5, losses to 1e-5
+    relative. One home for the check the tests, ``bench/bench_precision.py`` and
+    ``bench/gpu_check.py`` make."""
+    (outcome, views), (outcome_alone, views_alone) = batched, alone
+    found = [name for name in ("prediction", "success", "grad_evals")
+             if getattr(outcome, name) != getattr(outcome_alone, name)]
+    if not np.allclose(outcome.adv, outcome_alone.adv, rtol=0, atol=1e-6):
+        found.append("adv")
+    if not np.allclose(outcome.probabilities, outcome_alone.probabilities, rtol=0, atol=1e-5):
+        found.append("probabilities")
+    if [(v.prediction, v.m, v.stop_reason) for v in views] != [(v.prediction, v.m, v.stop_reason) for v in views_alone]:
+        found.append("iterations")
+    elif not all(np.allclose(v.image, w.image, rtol=0, atol=1e-6) and np.isclose(v.loss, w.loss, rtol=1e-5, atol=1e-7)
+                 for v, w in zip(views, views_alone, strict=True)):
+        found.append("iteration images or losses")
+    return found
+
+
 def run_attack_batch(model: nn.Module, images: list[torch.Tensor], labels: list[int], name: str,
                      attack_kwargs: dict[str, Any]) -> list[tuple[AttackOutcome, list[IterationView]] | ValueError]:
     """:func:`run_attack` on several images at once, as one batched attack call.

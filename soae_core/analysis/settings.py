@@ -48,7 +48,7 @@ STEP_RULE_LABELS: dict[str, str] = {"sign": "sign", "linf": "L∞-normalised", "
 # it gets alone, a float32 batch does not (``attack_lab.batchable``). On the bundled Fashion-MNIST
 # CNN it is not slower alone either: with the paper's finite-difference products GMRES needs fewer
 # gradients in float64 (``bench/bench_precision.py``, results in bench/results/precision.json).
-# float32 is the paper's (and the CLI's) precision, and 2.6× faster per gradient for ResNet-18
+# float32 is the paper's (and the CLI's) precision, and 2–3× faster per gradient for ResNet-18
 # at 224 × 224 on the project's CPU (same benchmark).
 PRECISIONS: tuple[str, ...] = ("float64", "float32")
 # Widgets that presets leave alone: the target (``?target=chosen&tcls=3``: what the attacks aim
