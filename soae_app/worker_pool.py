@@ -173,6 +173,7 @@ class JobService:
         self._queue: list[_Entry] = []
         self._by_key: dict[Hashable, _Entry] = {}
         self._running: list[_Entry] = []
+        self._calls = 0  # calls in the worker processes now: a batch of any size is one
         self._heavy_by_session: dict[Hashable, _Entry] = {}
         self._cache: collections.OrderedDict[Hashable, bytes] = collections.OrderedDict()
         self._cache_entries = cache_entries
@@ -273,7 +274,8 @@ class JobService:
             entry.done.set()
             self.stats["cancelled"] += 1
 
-    def _finish(self, entries: list[_Entry], outcomes: list[Any], seconds: float) -> None:
+    def _finish(self, entries: list[_Entry], outcomes: list[Any], seconds: float, call: bool = True) -> None:
+        """Hand the outcomes to the entries' waiters; ``call``: they ran as one call in a worker process."""
         with self._lock:
             for entry, outcome in zip(entries, outcomes, strict=False):
                 if isinstance(outcome, BaseException):
@@ -295,6 +297,8 @@ class JobService:
                 entry.done.set()
             while len(self._cache) > self._cache_entries:
                 self._cache.popitem(last=False)
+            if call:
+                self._calls -= 1
             kind = entries[0].job.kind
             per_job = seconds / len(entries)
             self._seconds[kind] = per_job if kind not in self._seconds else 0.7 * self._seconds[kind] + 0.3 * per_job
@@ -313,7 +317,7 @@ class JobService:
             outcome = entry.job.fn(*entry.job.args)
         except Exception as error:  # noqa: BLE001 - handed to the waiters
             outcome = error
-        self._finish([entry], [outcome], time.perf_counter() - start)
+        self._finish([entry], [outcome], time.perf_counter() - start, call=False)
 
     def _next(self, now: float) -> tuple[list[_Entry], float | None]:
         """The entries to dispatch now (one job or one batch), or ([], seconds to wait)."""
@@ -326,7 +330,7 @@ class JobService:
         if batch is None:
             return [entry], None
         wait = entry.queued_at + self.batch_window_s - now
-        if self._running and wait > 0:  # busy: give companions a moment to arrive
+        if self._calls and wait > 0:  # busy: give companions a moment to arrive
             return [], wait
         members = [e for e in self._queue if e.job.batch is not None and e.job.batch.key == batch.key]
         return members[:batch.limit], None
@@ -336,7 +340,7 @@ class JobService:
             with self._lock:
                 while True:
                     timeout = None
-                    if len(self._running) < self.workers:
+                    if self._calls < self.workers:  # a free worker (a running batch holds one, not one per member)
                         entries, timeout = self._next(time.monotonic())
                         if entries:
                             break
@@ -345,6 +349,7 @@ class JobService:
                     self._queue.remove(entry)
                     entry.running = True
                     self._running.append(entry)
+                self._calls += 1
             self._launch(entries)
 
     def _launch(self, entries: list[_Entry]) -> None:

@@ -23,6 +23,12 @@ def square_alone(member) -> tuple:
         ValueError(f"member must be a number, got {member!r}"))
 
 
+def slow_batch(members: list) -> list:
+    """A batch function that takes 3 s (module level: the worker processes unpickle it by name)."""
+    time.sleep(3.0)
+    return list(members)
+
+
 def batched(member, key="square") -> Job:
     return Job(key=("square", member), fn=square_alone, args=(member,), kind="square",
                batch=Batch(key=key, fn=square_all, member=member))
@@ -113,13 +119,37 @@ def test_dispatch_rule_idle_at_once_busy_waits_the_window_then_takes_every_compa
     first = _Entry(batched(4), queued_at=100.0)
     service._queue.append(first)
     assert service._next(100.0) == ([first], None)  # idle: no wait
-    service._running.append(_Entry(Job(key="busy", fn=pow), queued_at=99.0))
+    service._calls = 1  # one call in a worker: busy
     entries, wait = service._next(100.0)
     assert entries == [] and wait == pytest.approx(5.0)
     other_settings = _Entry(batched(6, key="cube"), queued_at=101.0)
     companion = _Entry(batched(5), queued_at=102.0)
     service._queue += [other_settings, companion]
     assert service._next(105.1) == ([first, companion], None)
+
+
+def test_a_running_batch_holds_one_worker_not_one_per_member():
+    """Two workers, one busy with a batch of two members: the other still takes the next job.
+    (A batch used to count once per member, so a running batch of two kept both workers 'busy'
+    and every other job waited for it while a worker idled.)"""
+    service = JobService(workers=2, batch_window_s=0.5)
+    try:
+        service.run(Job(key="warm-up", fn=time.sleep, args=(0,)))
+        blocker = service.submit(Job(key="blocker", fn=time.sleep, args=(0.3,)))
+        members = [service.submit(Job(key=("slow", m), fn=pow, args=(m, 1),
+                                      batch=Batch(key="slow", fn=slow_batch, member=m))) for m in (1, 2)]
+        blocker.result(timeout_s=60)
+        deadline = time.monotonic() + 30
+        while not all(member.position() == 0 for member in members) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [member.position() for member in members] == [0, 0]  # running, as one call
+        quick = service.submit(Job(key="quick", fn=pow, args=(2, 3)))
+        assert quick.result(timeout_s=60) == 8
+        assert not any(member.done() for member in members)  # it ran beside the batch, not after it
+        assert [member.result(timeout_s=60) for member in members] == [1, 2]
+        assert service.stats["batched calls"] == 1
+    finally:
+        service.shutdown()
 
 
 def test_inline_service_without_workers_runs_in_the_callers_thread():
