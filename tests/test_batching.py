@@ -56,6 +56,23 @@ def test_a_bad_member_fails_alone_with_its_message(images_8x8):
         assert_same(batched[i], run_attack(model, images[i], labels[i], "FGSM", kwargs))
 
 
+def test_a_member_without_an_8bit_projection_keeps_its_note_and_the_others_theirs(images_8x8):
+    """ε below half a grey level: an off-grid image has no 8-bit image within ε (its note says so)
+    while an on-grid one projects; batched, each gets what it gets alone."""
+    from soae_core.eight_bit import on_8bit_grid, to_8bit
+
+    model = tiny_cnn()
+    kwargs = {**DEFAULT_SETTINGS.attack_kwargs("FGSM", "fashion_mnist"), "eps": 0.2 / 255}
+    images = [to_8bit(images_8x8[0:1]), images_8x8[1:2], to_8bit(images_8x8[2:3])]
+    assert on_8bit_grid(images[0]) and not on_8bit_grid(images[1])
+    labels = [0, 1, 2]
+    batched = run_attack_batch(model, images, labels, "FGSM", kwargs)
+    assert batched[1][0].grid_note.startswith("No 8-bit projection")
+    assert not any(batched[i][0].grid_note.startswith("No 8-bit projection") for i in (0, 2))
+    for image, label, member in zip(images, labels, batched, strict=True):
+        assert_same(member, run_attack(model, image, label, "FGSM", kwargs))
+
+
 def test_random_starts_and_noisy_attacks_are_not_batched():
     assert batchable("SOAE", DEFAULT_SETTINGS.soae_kwargs(), torch.float64)
     assert not batchable("SOAE", DEFAULT_SETTINGS.soae_kwargs(), torch.float32)  # see batchable's docstring
@@ -90,5 +107,8 @@ def test_batch_differences_names_what_differs(images_8x8):
     assert batch_differences((outcome, views), (outcome, views)) == []
     nudged = dataclasses.replace(outcome, adv=outcome.adv + 1e-3, grad_evals=outcome.grad_evals + 1)
     assert batch_differences((nudged, views), (outcome, views)) == ["grad_evals", "adv"]
+    rounded_off = dataclasses.replace(outcome, success_8bit=not outcome.success_8bit, grid_note="other",
+                                      grid_adv=outcome.grid_adv + 1 / 255)
+    assert batch_differences((rounded_off, views), (outcome, views)) == ["success_8bit", "grid_note", "grid_adv"]
     shifted = [dataclasses.replace(v, loss=v.loss * 1.01 + 1e-3) for v in views]
     assert batch_differences((outcome, shifted), (outcome, views)) == ["iteration images or losses"]

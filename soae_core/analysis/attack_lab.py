@@ -28,7 +28,7 @@ from soae_core.analysis.common import check_single_image, class_probabilities
 from soae_core.analysis.settings import AttackSettings
 from soae_core.attacks import make_attack
 from soae_core.eight_bit import EIGHT_BIT_COLUMN, project_to_8bit, rounding_check, to_8bit, verdict_8bit
-from soae_core.metrics import perturbation_norms, psnr, ssim
+from soae_core.metrics import logits, perturbation_norms, psnr, ssim
 from soae_core.targets import attack_succeeded, choose_targets
 from soae_core.transfer import transfer_verdicts
 
@@ -130,24 +130,49 @@ def _outcome(model: nn.Module, name: str, image: torch.Tensor, y: torch.Tensor, 
     """An :class:`AttackOutcome` from one image (1, C, H, W), its true class ``y`` (1,), the target
     ``goal`` (1,) of a targeted attack (else None) and its adversarial image: prediction, success,
     quality, the 8-bit check and the rounding-aware 8-bit projection within ``eps``."""
-    probabilities = torch.as_tensor(class_probabilities(model, adv))
-    prediction = int(probabilities.argmax())
-    success = bool(attack_succeeded(torch.tensor([prediction]), y.cpu(), None if goal is None else goal.cpu()))
-    check = rounding_check(model, adv, y, goal)
+    return _outcomes(model, name, image, y, goal, adv, eps, [grad_evals], wall_time_s)[0]
+
+
+def _grid_projection(model: nn.Module, images: torch.Tensor, adv: torch.Tensor, y: torch.Tensor,
+                     goal: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, list[bool], list[str]]:
+    """:func:`project_to_8bit` of every image (N, C, H, W): the grid images, success and note per
+    image. An image with no 8-bit level within ε for some pixel gets its plain rounding and says why
+    — alone, so the other images of a batch keep their projection."""
     try:
-        grid = project_to_8bit(model, image, adv, y, eps, targets=goal)
-        grid_adv, grid_success, grid_note = grid.adv, bool(grid.adversarial[0]), grid.message(0)
-    except ValueError as error:  # no 8-bit image within ε (ε < 0.5/255 on an off-grid image)
-        grid_adv, grid_success, grid_note = to_8bit(adv), False, f"No 8-bit projection: {error}."
-    norms = perturbation_norms(image, adv)
-    return AttackOutcome(
-        name=name, adv=adv[0].float().cpu().numpy(), perturbation=(adv - image)[0].float().cpu().numpy(),
-        probabilities=probabilities.numpy(), prediction=prediction, success=success,
-        psnr_db=float(psnr(image, adv)[0]), ssim=float(ssim(image, adv)[0]) if min(image.shape[-2:]) >= 7 else math.nan,
-        l2=float(norms["l2"][0]), linf=float(norms["linf"][0]), grad_evals=int(grad_evals),
-        wall_time_s=float(wall_time_s), target=None if goal is None else int(goal[0]),
-        prediction_8bit=int(check.prediction_8bit[0]), success_8bit=bool(check.adversarial_8bit[0]),
-        grid_adv=grid_adv[0].float().cpu().numpy(), grid_success=grid_success, grid_note=grid_note)
+        grid = project_to_8bit(model, images, adv, y, eps, targets=goal)
+        return grid.adv, [bool(a) for a in grid.adversarial], [grid.message(i) for i in range(len(images))]
+    except ValueError as error:
+        if len(images) == 1:  # no 8-bit image within ε (ε < 0.5/255 on an off-grid image)
+            return to_8bit(adv), [False], [f"No 8-bit projection: {error}."]
+    parts = [_grid_projection(model, images[i:i + 1], adv[i:i + 1], y[i:i + 1],
+                              None if goal is None else goal[i:i + 1], eps) for i in range(len(images))]
+    return torch.cat([p[0] for p in parts]), [p[1][0] for p in parts], [p[2][0] for p in parts]
+
+
+def _outcomes(model: nn.Module, name: str, images: torch.Tensor, y: torch.Tensor, goal: torch.Tensor | None,
+              adv: torch.Tensor, eps: float, grad_evals: list[int], wall_time_s: float) -> list[AttackOutcome]:
+    """:func:`_outcome` of N images (N, C, H, W) at once, true classes ``y`` (N,), targets ``goal``
+    (N,) or None and adversarial images ``adv`` (N, C, H, W): each forward pass of the checks runs
+    once for the batch (the members of a batched attack used to pay ~7 single-image passes each,
+    more than FGSM itself). grad_evals: per image; wall_time_s: each outcome's."""
+    images, adv = images.detach(), adv.detach()
+    probabilities = torch.softmax(logits(model, adv), dim=1).double().cpu()
+    prediction = probabilities.argmax(dim=1)
+    success = attack_succeeded(prediction, y.cpu(), None if goal is None else goal.cpu())
+    check = rounding_check(model, adv, y, goal)
+    grid_adv, grid_success, grid_note = _grid_projection(model, images, adv, y, goal, eps)
+    norms = perturbation_norms(images, adv)
+    psnr_db = psnr(images, adv)
+    ssim_values = ssim(images, adv) if min(images.shape[-2:]) >= 7 else np.full(len(images), math.nan)
+    perturbation = (adv - images).float().cpu().numpy()
+    adv_np, grid_np = adv.float().cpu().numpy(), grid_adv.float().cpu().numpy()
+    return [AttackOutcome(  # copies: no member's arrays are views into the batch's
+        name=name, adv=adv_np[i].copy(), perturbation=perturbation[i].copy(), probabilities=probabilities[i].numpy().copy(),
+        prediction=int(prediction[i]), success=bool(success[i]), psnr_db=float(psnr_db[i]), ssim=float(ssim_values[i]),
+        l2=float(norms["l2"][i]), linf=float(norms["linf"][i]), grad_evals=int(grad_evals[i]),
+        wall_time_s=float(wall_time_s), target=None if goal is None else int(goal[i]),
+        prediction_8bit=int(check.prediction_8bit[i]), success_8bit=bool(check.adversarial_8bit[i]),
+        grid_adv=grid_np[i].copy(), grid_success=grid_success[i], grid_note=grid_note[i]) for i in range(len(images))]
 
 
 def run_attack(model: nn.Module, image: torch.Tensor, label: int, name: str,
@@ -201,15 +226,19 @@ def batch_differences(batched: tuple[AttackOutcome, list[IterationView]],
                       alone: tuple[AttackOutcome, list[IterationView]]) -> list[str]:
     """What differs between a batch member's result and the same image's run alone (both as
     :func:`run_attack` returns them); empty when the batch gave the member its alone result — the
-    contract of :func:`batchable`: predictions, success, gradient evaluations, Krylov dimensions and
-    stop reasons exactly; images to 1e-6 (pixel units), probabilities to 1e-5, losses to 1e-5
+    contract of :func:`batchable`: predictions, success, gradient evaluations, the 8-bit check and
+    projection's verdicts, Krylov dimensions and stop reasons exactly; images (the adversarial one
+    and its 8-bit projection) to 1e-6 (pixel units), probabilities to 1e-5, losses to 1e-5
     relative. One home for the check the tests, ``bench/bench_precision.py`` and
     ``bench/gpu_check.py`` make."""
     (outcome, views), (outcome_alone, views_alone) = batched, alone
-    found = [name for name in ("prediction", "success", "grad_evals")
+    found = [name for name in ("prediction", "success", "grad_evals", "prediction_8bit", "success_8bit",
+                               "grid_success", "grid_note")
              if getattr(outcome, name) != getattr(outcome_alone, name)]
     if not np.allclose(outcome.adv, outcome_alone.adv, rtol=0, atol=1e-6):
         found.append("adv")
+    if not np.allclose(outcome.grid_adv, outcome_alone.grid_adv, rtol=0, atol=1e-6):
+        found.append("grid_adv")
     if not np.allclose(outcome.probabilities, outcome_alone.probabilities, rtol=0, atol=1e-5):
         found.append("probabilities")
     if [(v.prediction, v.m, v.stop_reason) for v in views] != [(v.prediction, v.m, v.stop_reason) for v in views_alone]:
@@ -236,9 +265,13 @@ def run_attack_batch(model: nn.Module, images: list[torch.Tensor], labels: list[
     attack = make_attack(name, model, **attack_kwargs)
     results: list[Any] = [None] * len(images)
     good, targets = [], []
+    classes = None  # the model's number of classes, found by the first image's check only
     for i, (image, label) in enumerate(zip(images, labels, strict=False)):
         try:
-            y = check_single_image(model, image, label)
+            y = check_single_image(model, image, label, num_classes=classes)
+            if classes is None:
+                with torch.no_grad():
+                    classes = int(model(image).shape[1])
             if good and image.shape != images[good[0]].shape:
                 raise ValueError(f"image has shape {tuple(image.shape)}, the batch {tuple(images[good[0]].shape)}")
             good.append(i)
@@ -247,12 +280,12 @@ def run_attack_batch(model: nn.Module, images: list[torch.Tensor], labels: list[
             results[i] = error
     if not good:
         return results
-    result = attack(torch.cat([images[i].detach() for i in good]), torch.cat(targets))
+    batch, y = torch.cat([images[i].detach() for i in good]), torch.cat(targets)
+    result = attack(batch, y)
     per_sample = result.trace.grad_evals_per_sample if name == "SOAE" else None
-    for row, i in enumerate(good):
-        grad_evals = int(per_sample[row]) if per_sample is not None else result.grad_evals
-        outcome = _outcome(model, name, images[i].detach(), targets[row], None, result.adv[row:row + 1], attack.eps,
-                           grad_evals, result.wall_time_s / len(good))
+    grad_evals = [int(per_sample[row]) if per_sample is not None else result.grad_evals for row in range(len(good))]
+    outcomes = _outcomes(model, name, batch, y, None, result.adv, attack.eps, grad_evals, result.wall_time_s / len(good))
+    for row, (i, outcome) in enumerate(zip(good, outcomes, strict=True)):
         results[i] = (outcome, _iteration_views(images[i].detach(), result.trace, row) if name == "SOAE" else [])
     return results
 

@@ -16,16 +16,17 @@ def image_batch(image: np.ndarray, dtype: torch.dtype = torch.float32,
     return torch.from_numpy(np.ascontiguousarray(image)).to(device=device, dtype=dtype).unsqueeze(0)
 
 
-def check_single_image(model: nn.Module, image: torch.Tensor, label: int) -> torch.Tensor:
+def check_single_image(model: nn.Module, image: torch.Tensor, label: int, num_classes: int | None = None) -> torch.Tensor:
     """ValueError unless ``image`` is one image (1, C, H, W) in [0, 1] and 0 ≤ label < K, the
-    model's number of classes (one forward pass). Returns the label as a (1,) int64 tensor on the
-    image's device."""
+    model's number of classes (one forward pass finds K unless ``num_classes`` gives it). Returns
+    the label as a (1,) int64 tensor on the image's device."""
     check_images(image, "image")
     if image.shape[0] != 1:
         raise ValueError(f"image must hold exactly one image (1, C, H, W), got shape {tuple(image.shape)}")
     label = check_int("label", label, minimum=0)
-    with torch.no_grad():
-        num_classes = int(model(image).shape[1])
+    if num_classes is None:
+        with torch.no_grad():
+            num_classes = int(model(image).shape[1])
     if label >= num_classes:
         raise ValueError(f"label must be a class index in [0, {num_classes - 1}], got {label}")
     return torch.tensor([label], dtype=torch.long, device=image.device)
