@@ -17,6 +17,7 @@ from soae_core.analysis.attack_lab import (
 )
 from soae_core.eight_bit import EIGHT_BIT_COLUMN
 from soae_core.metrics import PAPER_PSNR_NOTE
+from soae_core.models import ModelInfo
 
 st.title("Attack Lab")
 st.markdown("SOAE steps along **δ̃ ≈ H⁻¹g**, the Newton direction of the loss, found by GMRES from "
@@ -42,6 +43,9 @@ except ValueError as error:
     st.stop()
 
 names = run.class_names
+others = comparable_models(selection.info)  # the transfer table's models: its job starts now, beside the drawing
+if len(others) > 1:
+    cache.start_transfer_table(others, run, run.first_success(), selection.info.name)
 clean_confidence = run.clean_probabilities[run.clean_prediction]
 aim = "" if run.target is None else f" · target **{names[run.target]}**: an attack succeeds only when the model " \
     f"predicts it"
@@ -105,13 +109,12 @@ iteration_scrubber(run)
 
 
 @st.fragment
-def transfer_section(run: LabRun, selection: Selection) -> None:
+def transfer_section(run: LabRun, selection: Selection, others: list[ModelInfo]) -> None:
     """Does the chosen example fool the other models? Choosing another attack reruns only this part."""
     st.subheader("Does it fool the other models? (transfer)")
-    successful = [position for position, o in enumerate(run.outcomes) if o.success]
-    transfer_source = st.selectbox("Adversarial image of", [o.name for o in run.outcomes], key="lab::transfer",
-                                   index=successful[0] if successful else 0)
-    others = comparable_models(selection.info)
+    attack_names = [o.name for o in run.outcomes]
+    transfer_source = st.selectbox("Adversarial image of", attack_names, key="lab::transfer",
+                                   index=attack_names.index(run.first_success().name))
     if len(others) == 1:
         st.caption("No other model of this dataset is available to test transfer on.")
     else:
@@ -154,5 +157,5 @@ def downloads_section(run: LabRun, selection: Selection) -> None:
         st.caption(f"8-bit-safe PNG: {outcome.grid_note}")
 
 
-transfer_section(run, selection)
+transfer_section(run, selection, others)
 downloads_section(run, selection)

@@ -123,6 +123,28 @@ def transfer_table(*models_then_request: Any) -> pd.DataFrame:
     return attack_lab.transfer_table(dict(zip(names, nets, strict=True)), run, outcome, source)
 
 
+class TransferRequest(NamedTuple):
+    """One transfer table, as a member of a batch: the models by spec (in table order) and what
+    :func:`transfer_table` takes after them, ``(names, run, outcome, source)``."""
+
+    specs: tuple[ModelSpec, ...]
+    request: tuple
+
+
+def transfer_batch(requests: list[TransferRequest]) -> list[Any]:
+    """Several students' transfer tables on the same models as one call: one table, or the
+    ValueError it raises, per request (the models are looked up once; each table is what
+    :func:`transfer_table` gives it alone — the same forward passes)."""
+    nets = [model(spec) for spec in requests[0].specs]
+    results: list[Any] = []
+    for member in requests:
+        try:
+            results.append(transfer_table(*nets, member.request))
+        except ValueError as error:
+            results.append(error)
+    return results
+
+
 # ---------------------------------------------------------------------------------- Source × target grid
 def grid_row(net: nn.Module, image: np.ndarray, source_class: int, attack: str,
              kwargs: dict[str, Any]) -> target_grid.GridRow:

@@ -40,7 +40,7 @@ from soae_core.analysis.settings import (
     settings_from_widgets,
     widget_values,
 )
-from soae_core.data import SAMPLE_DATASETS, list_photos, load_user_image
+from soae_core.data import SAMPLE_DATASETS, SampleSet, list_photos, load_user_image
 from soae_core.models import DEFAULT_MODEL, MAX_UPLOAD_BYTES, ModelInfo, upload_architectures
 from soae_core.targets import TARGET_MODE_LABELS, TARGET_MODES
 
@@ -158,18 +158,32 @@ def _pick_true_label(info: ModelInfo, image: np.ndarray, source_id: str) -> int:
                         help="The attack pushes the image away from this class. Default: the model's prediction.")
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _gallery(dataset: str, example: int) -> list[bytes]:
+    """Example ``example`` (from 1) of every class of ``dataset``'s bundled samples, as PNG
+    thumbnails in class order. Cached on the two names: every rerun of every session draws the
+    gallery, and ten cached :func:`display_png` calls hashed ten image arrays each time."""
+    sample_set = cache.samples(dataset)
+    return [display_png(sample_set.images[int(members[example - 1])].numpy(), min_size=28)
+            for members in _by_class(sample_set)]
+
+
+def _by_class(sample_set: SampleSet) -> list[np.ndarray]:
+    """The positions of each class's samples, in class order."""
+    labels = sample_set.labels.numpy()
+    return [np.flatnonzero(labels == c) for c in range(len(sample_set.class_names))]
+
+
 def _pick_sample(info: ModelInfo) -> tuple[np.ndarray, int, str]:
     sample_set = cache.samples(info.dataset)
     labels = sample_set.labels.numpy()
-    by_class = [np.flatnonzero(labels == c) for c in range(len(sample_set.class_names))]
+    by_class = _by_class(sample_set)
     per_class = min(len(indices) for indices in by_class)
     class_name = st.pills("Class", sample_set.class_names, default=sample_set.class_names[0], key="cls",
                           bind=BIND, required=True)
     example = st.slider("Example of this class", 1, per_class, 1, key="ex", bind=BIND)
     chosen = sample_set.class_names.index(class_name)
-    gallery = [display_png(sample_set.images[by_class[c][example - 1]].numpy(), min_size=28)
-               for c in range(len(by_class))]
-    st.image(gallery, caption=list(sample_set.class_names), width=70, output_format="PNG")
+    st.image(_gallery(info.dataset, example), caption=list(sample_set.class_names), width=70, output_format="PNG")
     st.caption(f"Example {example} of every class. Pick a class and an example above.")
     index = int(by_class[chosen][example - 1])
     return (sample_set.images[index].numpy(), int(labels[index]),

@@ -82,6 +82,8 @@ def test_bad_inputs_raise_value_errors(model, image):
         run_attack(model, image, 3, "CW", {})
     with pytest.raises(ValueError, match="class_names"):
         run_lab(model, image, 3, DEFAULT_SETTINGS, "fashion_mnist", CLASSES[:5])
+    with pytest.raises(ValueError, match=r"label must be a class index in \[0, 9\]"):
+        run_lab(model, image, 10, DEFAULT_SETTINGS, "fashion_mnist", CLASSES)
 
 
 def test_png_export_round_trips_to_8_bits(run):

@@ -112,3 +112,60 @@ def test_batch_differences_names_what_differs(images_8x8):
     assert batch_differences((rounded_off, views), (outcome, views)) == ["success_8bit", "grid_note", "grid_adv"]
     shifted = [dataclasses.replace(v, loss=v.loss * 1.01 + 1e-3) for v in views]
     assert batch_differences((outcome, shifted), (outcome, views)) == ["iteration images or losses"]
+
+
+def _lab_runs(picks: list[int]):
+    """Quick Attack Lab runs (the fast classroom preset) of bundled images on the bundled model."""
+    from soae_core.analysis.attack_lab import run_lab
+
+    model = load_model("fmnist-cnn-std")
+    samples = load_samples("fashion_mnist")
+    return [run_lab(model, samples.images[i:i + 1], int(samples.labels[i]), PRESETS["fast classroom"],
+                    "fashion_mnist", samples.class_names) for i in picks]
+
+
+def test_batched_transfer_tables_equal_their_tables_alone_and_a_bad_one_fails_alone():
+    import dataclasses
+
+    import pandas as pd
+
+    from soae_app import compute
+
+    names = ("fmnist-cnn-std", "fmnist-cnn-pgd")
+    specs = tuple(compute.ModelSpec(name, "float32", "") for name in names)
+    runs = _lab_runs([3, 60])
+    requests = [compute.TransferRequest(specs, (names, run, run.first_success(), names[0])) for run in runs]
+    cropped = dataclasses.replace(runs[0].first_success(), adv=runs[0].first_success().adv[:, :20])
+    bad = compute.TransferRequest(specs, (names, runs[0], cropped, names[0]))
+    batched = compute.transfer_batch([requests[0], bad, requests[1]])
+    nets = [compute.model(spec) for spec in specs]
+    for member, request in zip((batched[0], batched[2]), requests, strict=True):
+        pd.testing.assert_frame_equal(member, compute.transfer_table(*nets, request.request))
+    assert isinstance(batched[1], ValueError) and "same shape" in str(batched[1])
+
+
+def test_the_transfer_table_started_early_is_the_job_the_page_then_waits_for(monkeypatch):
+    """start_transfer_table (called as soon as the attacks are in) and transfer_table (the table's
+    section, later) name one pool job: the second finds the first's result, nothing runs twice."""
+    from soae_app import cache, worker_pool
+    from soae_core.models import get_model_info
+
+    service = worker_pool.JobService(workers=0)  # jobs run inline: the start computes the table
+    monkeypatch.setattr(worker_pool, "_SERVICE", service)
+    infos = [get_model_info("fmnist-cnn-std"), get_model_info("fmnist-cnn-pgd")]
+    run = _lab_runs([11])[0]
+    cache.start_transfer_table(infos, run, run.first_success(), infos[0].name)
+    assert service.stats["jobs"] == 1
+    table = cache.transfer_table(infos, run, run.first_success(), infos[0].name)
+    assert (service.stats["jobs"], service.stats["cache hits"]) == (1, 1)
+    assert list(table.index) == ["fmnist-cnn-std (attacked)", "fmnist-cnn-pgd"]
+
+
+def test_first_success_is_the_first_attack_that_succeeded_else_the_first():
+    import dataclasses
+
+    run = _lab_runs([25])[0]
+    failed = [dataclasses.replace(o, success=False) for o in run.outcomes]
+    assert dataclasses.replace(run, outcomes=failed).first_success().name == run.outcomes[0].name
+    second_only = [dataclasses.replace(o, success=i == 1) for i, o in enumerate(run.outcomes)]
+    assert dataclasses.replace(run, outcomes=second_only).first_success().name == run.outcomes[1].name

@@ -24,8 +24,8 @@ def square_alone(member) -> tuple:
 
 
 def slow_batch(members: list) -> list:
-    """A batch function that takes 3 s (module level: the worker processes unpickle it by name)."""
-    time.sleep(3.0)
+    """A batch function that takes 5 s (module level: the worker processes unpickle it by name)."""
+    time.sleep(5.0)
     return list(members)
 
 
@@ -134,7 +134,8 @@ def test_a_running_batch_holds_one_worker_not_one_per_member():
     and every other job waited for it while a worker idled.)"""
     service = JobService(workers=2, batch_window_s=0.5)
     try:
-        service.run(Job(key="warm-up", fn=time.sleep, args=(0,)))
+        warm = [service.submit(Job(key=("warm-up", i), fn=time.sleep, args=(0.5,))) for i in range(2)]
+        [ticket.result(timeout_s=120) for ticket in warm]  # both worker processes are up (spawning is slow under load)
         blocker = service.submit(Job(key="blocker", fn=time.sleep, args=(0.3,)))
         members = [service.submit(Job(key=("slow", m), fn=pow, args=(m, 1),
                                       batch=Batch(key="slow", fn=slow_batch, member=m))) for m in (1, 2)]

@@ -111,6 +111,11 @@ class LabRun:
                 return outcome
         raise ValueError(f"attack {name!r} was not run; ran: {[o.name for o in self.outcomes]}")
 
+    def first_success(self) -> AttackOutcome:
+        """The first attack (in run order, SOAE first) whose example succeeded, else the first
+        attack: the example the transfer table shows until the user picks another."""
+        return next((o for o in self.outcomes if o.success), self.outcomes[0])
+
 
 def _iteration_views(image: torch.Tensor, trace: Any, i: int = 0) -> list[IterationView]:
     """Views of image ``i`` of a SOAE trace; ``image``: that image (1, C, H, W)."""
@@ -326,9 +331,10 @@ def run_lab(model: nn.Module, image: torch.Tensor, label: int, settings: AttackS
 def lab_target(model: nn.Module, image: torch.Tensor, label: int, settings: AttackSettings,
                class_names: tuple[str, ...]) -> int | None:
     """The class the settings aim at for this image (1, C, H, W) with true ``label``; None when
-    untargeted. ValueError when a chosen target is the true class or out of range."""
-    targets = choose_targets(settings.target_rule, model, image, check_single_image(model, image, label),
-                             class_names)
+    untargeted. ValueError when a chosen target is the true class or out of range (K, the number
+    of classes, is ``len(class_names)``: no forward pass unless the rule needs one)."""
+    targets = choose_targets(settings.target_rule, model, image,
+                             check_single_image(model, image, label, num_classes=len(class_names)), class_names)
     return None if targets is None else int(targets[0])
 
 
