@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from soae_app.figures.common import PALETTE, delta_limit, figure_from_spec, subplot_row
+from soae_app.figures.common import PALETTE, delta_limit, figure_from_spec, image_axes, subplot_row
 from soae_core.analysis.attack_lab import IterationView, LabRun, top_k
 
 
@@ -13,13 +13,12 @@ def perturbation_figure(run: LabRun, eps: float) -> go.Figure:
     on one diverging colour scale spanning ±ε, so the perturbations are amplified alike."""
     limit = delta_limit(eps)
     references, axes = subplot_row([o.name for o in run.outcomes], spacing=0.03)
+    image_axes(axes)
     data = []
     for column, (outcome, (x, y)) in enumerate(zip(run.outcomes, references, strict=True), start=1):
         data.append({"type": "heatmap", "z": outcome.perturbation.mean(axis=0) * 255, "zmin": -limit, "zmax": limit,
                      "zmid": 0, "colorscale": "RdBu_r", "showscale": column == 1, "colorbar": {"title": {"text": "δ × 255"}},
                      "hovertemplate": "row %{y}, col %{x}: δ = %{z:.2f}/255<extra></extra>", "xaxis": x, "yaxis": y})
-        axes[f"xaxis{x[1:]}"]["showticklabels"] = False
-        axes[f"yaxis{y[1:]}"].update(autorange="reversed", scaleanchor=x, showticklabels=False)
     return figure_from_spec(data, {**axes, "title": {
         "text": f"Perturbation δ (red: brighter, blue: darker; scale ±ε = ±{limit:g}/255)"}}, 300)
 

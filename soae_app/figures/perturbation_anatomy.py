@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from soae_app.figures.common import attack_colour, delta_limit, figure_from_spec, subplot_grid
+from soae_app.figures.common import attack_colour, delta_limit, figure_from_spec, image_axes, subplot_grid
 from soae_core.analysis.perturbation_anatomy import Anatomy
 
 # |δ|: white where δ = 0, vermilion at |δ| = ε.
@@ -21,12 +21,7 @@ def _image_grid(rows: int, cols: int, row_titles: list[str] | None,
     """A grid of image panels (:func:`~soae_app.figures.common.subplot_grid`): no ticks or grid
     lines, square pixels, rows top-down. Returns the panels' axis references and layout entries."""
     references, entries = subplot_grid(rows, cols, col_titles, row_titles)
-    for key, axis in entries.items():
-        if key.startswith("xaxis"):
-            axis.update(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
-        elif key.startswith("yaxis"):
-            axis.update(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed",
-                        scaleanchor="x", constrain="domain")
+    image_axes(entries, scale_anchor="x")
     return references, entries
 
 
