@@ -25,6 +25,11 @@ solution is assembled. (The modified Gram–Schmidt loop and rotation-by-rotatio
 replaced cost O(j) small operations per step — at batch 1 more than the network. CGS2 also keeps
 the basis orthonormal to rounding where MGS lost digits: see ``tests/test_krylov.py``.)
 
+One system on the CPU (the app's batch of one) runs the same arithmetic with its bookkeeping in
+NumPy (:func:`_solve_host`): at batch 1 each of the ~40 torch calls of a step costs ~3–5 µs, as
+much together as a fifth of the bundled CNN's gradient; the tests hold both loops to the same
+records.
+
 Written by hand because no maintained library offers a *batched*, per-sample-stopping,
 matrix-free GMRES on torch tensors (scipy's works on one system on the host, torch has none).
 The layout follows scipy's ``sparse/linalg/_isolve``: one algorithm in this file, the result a
@@ -39,7 +44,9 @@ from enum import IntEnum
 from functools import partial
 from typing import Callable
 
+import numpy as np
 import torch
+from scipy.linalg import solve_triangular
 
 from soae_core.validation import check_int, check_open_interval, check_positive
 
@@ -191,9 +198,11 @@ def gmres(
     # The solver's own bookkeeping records no autograd graph (about a quarter less overhead per
     # tensor operation at batch 1), unless the caller differentiates through the solve.
     differentiable = torch.is_grad_enabled() and (b.requires_grad or (x0 is not None and x0.requires_grad))
+    passes = 3 if reorthogonalize else 2
+    if b.shape[0] == 1 and b.device.type == "cpu" and not (differentiable or true_residual or return_basis):
+        return _solve_host(operator, b, x0, tau, max_iter, passes, breakdown_tol)
     with torch.set_grad_enabled(differentiable):
-        return _solve(operator, b, x0, tau, max_iter, 3 if reorthogonalize else 2, true_residual,
-                      breakdown_tol, return_basis)
+        return _solve(operator, b, x0, tau, max_iter, passes, true_residual, breakdown_tol, return_basis)
 
 
 class _Operator:
@@ -368,6 +377,93 @@ def _solve(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, tau: f
         stop_codes=reason,
         basis=basis.reshape((batch, max_iter + 1) + shape[1:]) if return_basis else None,
     )
+
+
+def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, tau: float, max_iter: int,
+                passes: int, breakdown_tol: float) -> GMRESResult:
+    """:func:`_solve` for one system on the CPU (the Attack Lab's case), its bookkeeping in NumPy.
+
+    The same arithmetic, decisions and records as the batched loop — CGS2 against the basis rows,
+    the breakdown test against the largest ‖A v‖ so far, the accumulated Givens rotations, the
+    estimate against τ rounded up to the working dtype, the stop reasons in the same order — on
+    NumPy arrays that share the basis' memory with the tensors handed to the operator. At batch 1
+    each torch call costs ~3–5 µs, ~40 of them per step, where the same arithmetic in NumPy took
+    ~30 µs (``bench/measure_krylov_step_host.py``); with the bundled CNN's gradient at ~0.5–1 ms that
+    was a fifth of every product. The solution is assembled by :func:`_assemble`, as in the loop.
+    """
+    dtype, shape = b.dtype, b.shape
+    n = b[0].numel()
+    b_flat = b.detach().reshape(1, n)
+    x0_flat = torch.zeros_like(b_flat) if x0 is None else x0.detach().reshape(1, n).to(dtype)
+    r0 = (b_flat - operator(x0_flat).view(1, n) if x0 is not None else b_flat).numpy().reshape(n).copy()
+    finite = bool(np.isfinite(r0).all())
+    if not finite:
+        r0[:] = 0
+    beta = np.sqrt(r0 @ r0)
+    if beta <= breakdown_tol * torch.finfo(dtype).eps ** 0.5 * np.sqrt(b_flat[0].numpy() @ b_flat[0].numpy()):
+        beta = beta.dtype.type(0)
+    initial = RUNNING if beta > 0 else BETA_ZERO
+    initial = initial if finite else NONFINITE
+    basis_t = torch.zeros(1, max_iter + 1, n, dtype=dtype)
+    basis = basis_t[0].numpy()  # the same memory: rows go to the operator as tensors without a copy
+    if beta > 0:
+        basis[0] = r0 / beta
+    hess_t = np.zeros((max_iter, max_iter + 1), dtype=basis.dtype)  # row j: column j of H̄
+    rotations = np.eye(max_iter + 1, dtype=basis.dtype)  # Q, as in the loop
+    tau_up, scale = _round_up(tau, dtype), basis.dtype.type(0)
+    estimates = [1.0 if beta > 0 else 0.0]
+    dims, last = 0, None  # last: (finite product, new basis vector, estimate) of the last step run
+    for j in range(max_iter if initial == RUNNING else 0):
+        w = operator(basis_t[:, j: j + 1]).numpy().reshape(n)
+        w_norm = np.sqrt(w @ w)
+        step_ok = bool(w_norm < np.inf)  # a product with NaN/inf (or an overflowing norm) stops here
+        scale = max(scale, w_norm)
+        w = w if step_ok else np.zeros_like(w)
+        rows = basis[: j + 1]
+        h = rows @ w
+        w = w - h @ rows
+        for _ in range(passes - 1):
+            correction = rows @ w
+            w = w - correction @ rows
+            h = h + correction
+        h_next = np.sqrt(w @ w)
+        hess_t[j, : j + 1], hess_t[j, j + 1] = h, h_next
+        extends = bool(h_next > scale * breakdown_tol)
+        if extends:
+            basis[j + 1] = w / h_next
+        columns = rotations[: j + 2, j: j + 2]
+        pair = hess_t[j, : j + 2] @ columns
+        radius = np.sqrt(pair @ pair)
+        cos, sin = pair / radius if radius > 0 else (1, 0)
+        columns[:] = columns @ np.array([[cos, -sin], [sin, cos]], dtype=basis.dtype)
+        estimate = abs(rotations[0, j + 1])  # |(β Qᵀ e1)_{j+1}| / β
+        dims += step_ok
+        estimates.append(float(estimate))
+        last = (step_ok, extends, estimate)
+        if not (extends and estimate >= tau_up):
+            break
+    if last is None:
+        reason = initial
+    else:
+        step_ok, extends, estimate = last
+        reason = NONFINITE if not step_ok else BREAKDOWN if not extends else CONVERGED if estimate < tau else MAX_ITER
+    dims_t = torch.tensor([dims])
+    beta_t = torch.tensor([beta], dtype=dtype)
+    hess = torch.from_numpy(np.ascontiguousarray(hess_t.T))[None]
+    # x_m = x0 + V_m γ with R_m γ = (β Qᵀ e1)(1:m), R = Qᵀ H̄, a zero diagonal guarded as in _assemble.
+    square = (rotations.T[:dims + 1] @ hess_t[:dims].T)[:dims, :dims]
+    diagonal = np.diagonal(square).copy()
+    np.fill_diagonal(square, np.where(np.abs(diagonal) > np.finfo(square.dtype).tiny, diagonal, 1))
+    gamma = solve_triangular(square, beta * rotations[0, :dims]) if dims else np.zeros(0, dtype=basis.dtype)
+    solution = x0_flat + torch.from_numpy(gamma @ basis[:dims])[None]
+    if not bool(torch.isfinite(solution).all()):
+        solution = x0_flat
+    residuals = torch.tensor(estimates[: dims + 1], dtype=torch.float64)
+    return GMRESResult(
+        solution=solution.reshape(shape), residuals=[residuals], iterations=dims_t,
+        converged=torch.tensor([bool(residuals[dims] < tau)]), stop_reason=[StopReason(reason).label], beta=beta_t,
+        hessenberg=hess, matvec_calls=operator.calls, operator_samples=operator.samples,
+        products_per_sample=operator.products_per_sample(), stop_codes=torch.tensor([int(reason)]))
 
 
 def _stop_reasons(initial: torch.Tensor, ran: list[torch.Tensor], finite_steps: list[torch.Tensor],

@@ -376,3 +376,75 @@ def test_at_most_one_host_sync_per_krylov_step_on_cuda() -> None:
     steps = int(result.iterations.max())
     # one per step, plus a constant number for argument checks and the final host copies
     assert len(caught) <= steps + 8
+
+
+# One system on the CPU runs the host loop (krylov._solve_host, NumPy bookkeeping); the batched
+# loop (krylov._solve) must give the same records for it. Each case: (matrix (DIM, DIM) float64,
+# b (DIM,), x0 or None, tau, max_iter, a step whose product turns NaN or None).
+def _host_cases() -> dict[str, tuple]:
+    gen = torch.Generator().manual_seed(21)
+    cases = {name: (make(gen, 1)[0], torch.randn(DIM, generator=gen, dtype=torch.float64), None, 1e-10, DIM, None)
+             for name, make in CASES.items()}
+    singular = _psd_of_rank(gen, 1, 4, 3.0)[0]
+    b = singular @ torch.randn(DIM, generator=gen, dtype=torch.float64)
+    cases["breakdown, x0 = b"] = (singular, b, b, 1e-13, DIM, None)
+    cases["max_iter"] = (_nonsymmetric(gen, 1)[0], torch.randn(DIM, generator=gen, dtype=torch.float64), None, 1e-12, 5,
+                         None)
+    cases["beta_zero"] = (torch.eye(DIM, dtype=torch.float64), torch.zeros(DIM, dtype=torch.float64), None, 1e-6, 5, None)
+    cases["nonfinite at step 3"] = (_spd(gen, 1)[0], torch.randn(DIM, generator=gen, dtype=torch.float64), None, 1e-10,
+                                    DIM, 3)
+    return cases
+
+
+HOST_CASES = _host_cases()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", sorted(HOST_CASES))
+def test_one_system_on_the_cpu_gives_what_the_batched_loop_gives(case: str, dtype: torch.dtype) -> None:
+    matrix, b, x0, tau, max_iter, nan_at = HOST_CASES[case]
+    matrix, b = matrix.to(dtype), b.to(dtype)[None]
+    x0 = None if x0 is None else x0.to(dtype)[None]
+
+    def solve(loop):
+        calls = {"n": 0}
+
+        def matvec(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            out = v @ matrix.T
+            return out.fill_(float("nan")) if calls["n"] == nan_at else out
+
+        operator = krylov._Operator(matvec, b, grad_enabled=False)
+        tol = krylov._default_breakdown_tol(dtype)
+        if loop == "host":
+            return krylov._solve_host(operator, b, x0, tau, max_iter, 2, tol)
+        return krylov._solve(operator, b, x0, tau, max_iter, 2, False, tol, False)
+
+    host, batched = solve("host"), solve("batched")
+    assert (host.stop_reason, host.iterations.tolist(), host.converged.tolist()) == \
+        (batched.stop_reason, batched.iterations.tolist(), batched.converged.tolist())
+    assert torch.equal(host.stop_codes, batched.stop_codes)
+    assert (host.matvec_calls, host.operator_samples, host.products_per_sample.tolist()) == \
+        (batched.matvec_calls, batched.operator_samples, batched.products_per_sample.tolist())
+    tolerance = {"rtol": TOL[dtype], "atol": TOL[dtype]}
+    torch.testing.assert_close(host.solution, batched.solution, **tolerance)
+    torch.testing.assert_close(host.residuals[0], batched.residuals[0], **tolerance)
+    torch.testing.assert_close(host.hessenberg, batched.hessenberg, **tolerance)
+    torch.testing.assert_close(host.beta, batched.beta, **tolerance)
+    assert host.solution.dtype == dtype and torch.isfinite(host.solution).all()
+    m = int(host.iterations[0])
+    if m:
+        ritz = [np.sort_complex(result.ritz_values(0).numpy()) for result in (host, batched)]  # eigvals' order is arbitrary
+        np.testing.assert_allclose(*ritz, rtol=1e-3, atol=1e-6)
+
+
+def test_gmres_takes_the_host_loop_for_one_system_on_the_cpu_and_the_batched_loop_otherwise(monkeypatch) -> None:
+    taken = []
+    for name in ("_solve", "_solve_host"):
+        original = getattr(krylov, name)
+        monkeypatch.setattr(krylov, name, lambda *args, _f=original, _n=name: taken.append(_n) or _f(*args))
+    matrices, b = _three_speeds()
+    gmres(_matvec(matrices[:1]), b[:1], tau=1e-8, max_iter=DIM)
+    gmres(_matvec(matrices), b, tau=1e-8, max_iter=DIM)
+    gmres(_matvec(matrices[:1]), b[:1], tau=1e-8, max_iter=DIM, true_residual=True)  # diagnostics: the batched loop
+    assert taken == ["_solve_host", "_solve", "_solve"]

@@ -218,7 +218,7 @@ def batchable(name: str, attack_kwargs: dict[str, Any], dtype: torch.dtype = tor
     batch and one image (CPU kernels sum in a batch-dependent order), which flips the sign of δ̃'s
     near-zero components and, with finite differences (÷η), changes the Krylov dimensions. Measured
     by ``bench/bench_precision.py`` on 30 bundled images (``bench/results/precision.json``): in
-    float32, 30 of 30 batch members differed from their run alone with the paper's settings and 5
+    float32, 30 of 30 batch members differed from their run alone with the paper's settings and 4
     of 30 with exact products; in float64, none. Random starts (noise drawn per batch), targeted
     runs, AutoAttack and ASOD always run alone.
     """
