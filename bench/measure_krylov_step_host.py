@@ -1,8 +1,10 @@
 """Issue 15's remaining lead, measured end to end: what one GMRES Krylov step costs at batch 1
 besides its product — the engine's torch bookkeeping against a NumPy prototype of the same
 arithmetic on the host — in units of one input gradient of the bundled CNN (the yardstick of the
-issue's ratio). Not used by the engine: a measurement to decide whether a host-side solver for
-batch-1 CPU solves would meet the issue's ≤ 1.3.
+issue's ratio). Written to decide whether a host-side solver for batch-1 CPU solves would meet the
+issue's ≤ 1.3; ``bench/results/krylov_step_host.json`` was measured at ``6513be3``, when ``gmres`` had
+only its batched torch loop. Since ``19bd9f8`` one system on the CPU takes ``krylov._solve_host``, so
+a rerun compares that host loop (with ``gmres``' validation and operator wrapper) with the prototype.
 
 Operator: a diagonal matrix with 784 distinct eigenvalues (one multiplication, timed alone and
 subtracted), so GMRES runs to its cap; τ = 1e-14. The NumPy prototype does what the engine does
