@@ -298,8 +298,9 @@ def start_transfer_table(infos: list[ModelInfo], run: attack_lab.LabRun, outcome
     attacks are in, its forward passes run in a worker while this script draws the figures above
     the table, and :func:`transfer_table` then joins the job or finds it done (the pool shares
     equal jobs and keeps results). In a 30-student burst the tables used to queue one after
-    another behind the last figures, ~0.3 s added to the slowest students' wait. Nothing to start
-    for an uploaded model (computed in this thread) or a table already cached."""
+    another behind the last figures. Nothing is started for an uploaded model (its table is
+    computed in this thread); a table the pool computed before comes from the pool's results at
+    the cost of the job's key (a hash of the request)."""
     if not any(uploads.is_upload(info.name) for info in infos):
         worker_pool.service().submit(_transfer_job(infos, run, outcome, source), session())
 

@@ -46,7 +46,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.linalg import solve_triangular
 
 from soae_core.validation import check_int, check_open_interval, check_positive
 
@@ -450,12 +449,8 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
     dims_t = torch.tensor([dims])
     beta_t = torch.tensor([beta], dtype=dtype)
     hess = torch.from_numpy(np.ascontiguousarray(hess_t.T))[None]
-    # x_m = x0 + V_m γ with R_m γ = (β Qᵀ e1)(1:m), R = Qᵀ H̄, a zero diagonal guarded as in _assemble.
-    square = (rotations.T[:dims + 1] @ hess_t[:dims].T)[:dims, :dims]
-    diagonal = np.diagonal(square).copy()
-    np.fill_diagonal(square, np.where(np.abs(diagonal) > np.finfo(square.dtype).tiny, diagonal, 1))
-    gamma = solve_triangular(square, beta * rotations[0, :dims]) if dims else np.zeros(0, dtype=basis.dtype)
-    solution = x0_flat + torch.from_numpy(gamma @ basis[:dims])[None]
+    rotations_t = torch.from_numpy(np.ascontiguousarray(rotations.T))[None]  # Qᵀ, as the loop hands it over
+    solution = _assemble(x0_flat, basis_t, hess, rotations_t, beta_t, dims_t)
     if not bool(torch.isfinite(solution).all()):
         solution = x0_flat
     residuals = torch.tensor(estimates[: dims + 1], dtype=torch.float64)

@@ -31,6 +31,7 @@ from soae_core.eight_bit import EIGHT_BIT_COLUMN, project_to_8bit, rounding_chec
 from soae_core.metrics import logits, perturbation_norms, psnr, ssim
 from soae_core.targets import attack_succeeded, choose_targets
 from soae_core.transfer import transfer_verdicts
+from soae_core.validation import check_images
 
 
 @dataclass
@@ -270,13 +271,14 @@ def run_attack_batch(model: nn.Module, images: list[torch.Tensor], labels: list[
     attack = make_attack(name, model, **attack_kwargs)
     results: list[Any] = [None] * len(images)
     good, targets = [], []
-    classes = None  # the model's number of classes, found by the first image's check only
+    classes = None  # the model's number of classes: one forward pass, on the first image that gets that far
     for i, (image, label) in enumerate(zip(images, labels, strict=False)):
         try:
-            y = check_single_image(model, image, label, num_classes=classes)
             if classes is None:
+                check_images(image, "image")
                 with torch.no_grad():
                     classes = int(model(image).shape[1])
+            y = check_single_image(model, image, label, num_classes=classes)
             if good and image.shape != images[good[0]].shape:
                 raise ValueError(f"image has shape {tuple(image.shape)}, the batch {tuple(images[good[0]].shape)}")
             good.append(i)
