@@ -25,10 +25,10 @@ solution is assembled. (The modified Gram–Schmidt loop and rotation-by-rotatio
 replaced cost O(j) small operations per step — at batch 1 more than the network. CGS2 also keeps
 the basis orthonormal to rounding where MGS lost digits: see ``tests/test_krylov.py``.)
 
-One system on the CPU (the app's batch of one) runs the same arithmetic with its bookkeeping in
-NumPy (:func:`_solve_host`): at batch 1 each of the ~40 torch calls of a step costs ~3–5 µs, as
-much together as a fifth of the bundled CNN's gradient; the tests hold both loops to the same
-records.
+One system on the CPU (the app's batch of one) runs the same algorithm with its bookkeeping on
+the host (:func:`_solve_host`): four BLAS calls on the basis' memory for CGS2 and the Givens
+rotations in Python floats, where the ~40 torch calls of a batched step cost together as much as
+a fifth of the bundled CNN's gradient at batch 1; the tests hold both loops to the same records.
 
 Written by hand because no maintained library offers a *batched*, per-sample-stopping,
 matrix-free GMRES on torch tensors (scipy's works on one system on the host, torch has none).
@@ -39,6 +39,7 @@ small named record.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import partial
@@ -46,6 +47,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy.linalg import get_blas_funcs, solve_triangular
 
 from soae_core.validation import check_int, check_open_interval, check_positive
 
@@ -241,6 +243,15 @@ class _Operator:
         result = result.reshape(self.batch, 1, -1)
         return result if result.dtype == self.dtype else result.to(self.dtype)
 
+    def whole(self, v: torch.Tensor) -> torch.Tensor:
+        """One product of all B samples, v already of b's shape, in the current grad and inference
+        modes (the host loop's call: it runs in the caller's modes, with nothing to restore)."""
+        self.calls += 1
+        self.samples += self.batch
+        self.full_calls += 1
+        result = self.matvec(v, index=self.all_index) if self.indexed else self.matvec(v)
+        return result if result.dtype == self.dtype else result.to(self.dtype)
+
     def products_per_sample(self) -> torch.Tensor:
         return self.partial_products + self.full_calls
 
@@ -380,64 +391,80 @@ def _solve(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, tau: f
 
 def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, tau: float, max_iter: int,
                 passes: int, breakdown_tol: float) -> GMRESResult:
-    """:func:`_solve` for one system on the CPU (the Attack Lab's case), its bookkeeping in NumPy.
+    """:func:`_solve` for one system on the CPU (the Attack Lab's case), its bookkeeping on the host.
 
-    The same arithmetic, decisions and records as the batched loop — CGS2 against the basis rows,
-    the breakdown test against the largest ‖A v‖ so far, the accumulated Givens rotations, the
-    estimate against τ rounded up to the working dtype, the stop reasons in the same order — on
-    NumPy arrays that share the basis' memory with the tensors handed to the operator. At batch 1
-    each torch call costs ~3–5 µs, ~40 of them per step, where the same arithmetic in NumPy took
-    ~30 µs (``bench/measure_krylov_step_host.py``); with the bundled CNN's gradient at ~0.5–1 ms that
-    was a fifth of every product. The solution is assembled by :func:`_assemble`, as in the loop.
+    The same algorithm, decisions and records as the batched loop — CGS2 against the basis rows,
+    the breakdown test against the largest ‖A v‖ so far, the Givens estimate against τ rounded up
+    to the working dtype, the stop reasons in the same order — with as few calls per step as it
+    takes: between two products of the bundled CNN every call finds its code and data evicted
+    from the caches and costs ~5–10 µs, several times its cost in a tight loop
+    (``bench/measure_krylov_step_host.py``). So the Gram–Schmidt passes are four BLAS ``gemv``
+    calls on the basis' own memory (the new Hessenberg column is written straight into H̄), and
+    the Givens rotations are applied one by one to that column in Python floats (float64, whatever
+    the working dtype), the textbook recursion (Saad, Iterative Methods, Alg. 6.9), where the
+    batched loop multiplies by their accumulated product. x_m = x0 + V_m R_m⁻¹ (β Qᵀ e1)(1:m),
+    as :func:`_assemble` (whose zero-pivot guard it repeats), from the rotated columns.
+    The operator runs in the caller's grad and inference modes, as the batched loop runs it.
     """
     dtype, shape = b.dtype, b.shape
     n = b[0].numel()
     b_flat = b.detach().reshape(1, n)
     x0_flat = torch.zeros_like(b_flat) if x0 is None else x0.detach().reshape(1, n).to(dtype)
-    r0 = (b_flat - operator(x0_flat).view(1, n) if x0 is not None else b_flat).numpy().reshape(n).copy()
+    r0 = (b_flat - operator.whole(x0_flat.view(shape)).reshape(1, n) if x0 is not None else b_flat)
+    r0 = r0.numpy().reshape(n).copy()
     finite = bool(np.isfinite(r0).all())
     if not finite:
         r0[:] = 0
-    beta = np.sqrt(r0 @ r0)
-    if beta <= breakdown_tol * torch.finfo(dtype).eps ** 0.5 * np.sqrt(b_flat[0].numpy() @ b_flat[0].numpy()):
-        beta = beta.dtype.type(0)
+    beta = float(np.sqrt(r0 @ r0))
+    if beta <= breakdown_tol * torch.finfo(dtype).eps ** 0.5 * float(np.sqrt(b_flat[0].numpy() @ b_flat[0].numpy())):
+        beta = 0.0
     initial = RUNNING if beta > 0 else BETA_ZERO
     initial = initial if finite else NONFINITE
-    basis_t = torch.zeros(1, max_iter + 1, n, dtype=dtype)
-    basis = basis_t[0].numpy()  # the same memory: rows go to the operator as tensors without a copy
+    basis_t = torch.zeros(max_iter + 1, n, dtype=dtype)
+    basis = basis_t.numpy()  # the same memory: rows go to the operator as tensors without a copy
+    columns = basis.T  # (n, M+1) in Fortran order: BLAS reads its first j+1 columns in place
+    as_images = basis_t.view((max_iter + 1,) + tuple(shape[1:]))
+    gemv = get_blas_funcs("gemv", dtype=basis.dtype)
     if beta > 0:
-        basis[0] = r0 / beta
+        np.divide(r0, beta, out=basis[0])
     hess_t = np.zeros((max_iter, max_iter + 1), dtype=basis.dtype)  # row j: column j of H̄
-    rotations = np.eye(max_iter + 1, dtype=basis.dtype)  # Q, as in the loop
-    tau_up, scale = _round_up(tau, dtype), basis.dtype.type(0)
+    tau_up, scale = _round_up(tau, dtype), 0.0
+    rotations: list[tuple[float, float]] = []  # (c, s) of step i acts on rows i, i+1
+    r_columns: list[list[float]] = []  # column j of R = Qᵀ H̄, its j+1 leading entries
+    residual = [1.0]  # (β Qᵀ e1)/β so far: after step j, entry j+1 is the estimate ‖r̃_{j+1}‖/β
     estimates = [1.0 if beta > 0 else 0.0]
     dims, last = 0, None  # last: (finite product, new basis vector, estimate) of the last step run
     for j in range(max_iter if initial == RUNNING else 0):
-        w = operator(basis_t[:, j: j + 1]).numpy().reshape(n)
-        w_norm = np.sqrt(w @ w)
-        step_ok = bool(w_norm < np.inf)  # a product with NaN/inf (or an overflowing norm) stops here
-        scale = max(scale, w_norm)
-        w = w if step_ok else np.zeros_like(w)
-        rows = basis[: j + 1]
-        h = rows @ w
-        w = w - h @ rows
+        w = operator.whole(as_images[j: j + 1]).numpy().reshape(n)
+        w_norm = float(np.sqrt(w @ w))
+        step_ok = w_norm < math.inf  # a product with NaN/inf (or an overflowing norm) stops here
+        if step_ok:
+            scale = max(scale, w_norm)
+        else:
+            w = np.zeros_like(w)
+        used, h = columns[:, : j + 1], hess_t[j, : j + 1]
+        gemv(1.0, used, w, y=h, trans=1, overwrite_y=1)  # h = V w, in place in H̄
+        w = gemv(-1.0, used, h, beta=1.0, y=w)  # w − Vᵀ h, a new vector (the operator's is left alone)
         for _ in range(passes - 1):
-            correction = rows @ w
-            w = w - correction @ rows
-            h = h + correction
-        h_next = np.sqrt(w @ w)
-        hess_t[j, : j + 1], hess_t[j, j + 1] = h, h_next
-        extends = bool(h_next > scale * breakdown_tol)
+            correction = gemv(1.0, used, w, trans=1)
+            gemv(-1.0, used, correction, beta=1.0, y=w, overwrite_y=1)
+            h += correction
+        h_next = float(np.sqrt(w @ w))
+        hess_t[j, j + 1] = h_next
+        extends = h_next > scale * breakdown_tol
         if extends:
-            basis[j + 1] = w / h_next
-        columns = rotations[: j + 2, j: j + 2]
-        pair = hess_t[j, : j + 2] @ columns
-        radius = np.sqrt(pair @ pair)
-        cos, sin = pair / radius if radius > 0 else (1, 0)
-        columns[:] = columns @ np.array([[cos, -sin], [sin, cos]], dtype=basis.dtype)
-        estimate = abs(rotations[0, j + 1])  # |(β Qᵀ e1)_{j+1}| / β
+            np.divide(w, h_next, out=basis[j + 1])
+        column = hess_t[j, : j + 2].tolist()
+        for i, (c, s) in enumerate(rotations):
+            column[i], column[i + 1] = c * column[i] + s * column[i + 1], c * column[i + 1] - s * column[i]
+        radius = math.hypot(column[j], column[j + 1])
+        c, s = (column[j] / radius, column[j + 1] / radius) if radius > 0 else (1.0, 0.0)
+        rotations.append((c, s))
+        r_columns.append(column[:j] + [radius])
+        residual[j:] = [c * residual[j], -s * residual[j]]
+        estimate = abs(residual[j + 1])
+        estimates.append(estimate)
         dims += step_ok
-        estimates.append(float(estimate))
         last = (step_ok, extends, estimate)
         if not (extends and estimate >= tau_up):
             break
@@ -446,19 +473,38 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
     else:
         step_ok, extends, estimate = last
         reason = NONFINITE if not step_ok else BREAKDOWN if not extends else CONVERGED if estimate < tau else MAX_ITER
-    dims_t = torch.tensor([dims])
-    beta_t = torch.tensor([beta], dtype=dtype)
-    hess = torch.from_numpy(np.ascontiguousarray(hess_t.T))[None]
-    rotations_t = torch.from_numpy(np.ascontiguousarray(rotations.T))[None]  # Qᵀ, as the loop hands it over
-    solution = _assemble(x0_flat, basis_t, hess, rotations_t, beta_t, dims_t)
-    if not bool(torch.isfinite(solution).all()):
-        solution = x0_flat
+    solution = _assemble_host(x0_flat, columns, r_columns[:dims], [beta * value for value in residual[:dims]])
     residuals = torch.tensor(estimates[: dims + 1], dtype=torch.float64)
+    dims_t = torch.tensor([dims])
+    hess = torch.from_numpy(np.ascontiguousarray(hess_t.T))[None]
     return GMRESResult(
         solution=solution.reshape(shape), residuals=[residuals], iterations=dims_t,
-        converged=torch.tensor([bool(residuals[dims] < tau)]), stop_reason=[StopReason(reason).label], beta=beta_t,
-        hessenberg=hess, matvec_calls=operator.calls, operator_samples=operator.samples,
-        products_per_sample=operator.products_per_sample(), stop_codes=torch.tensor([int(reason)]))
+        converged=torch.tensor([bool(residuals[dims] < tau)]), stop_reason=[StopReason(reason).label],
+        beta=torch.tensor([beta], dtype=dtype), hessenberg=hess, matvec_calls=operator.calls,
+        operator_samples=operator.samples, products_per_sample=operator.products_per_sample(),
+        stop_codes=torch.tensor([int(reason)]))
+
+
+def _assemble_host(x0: torch.Tensor, columns: np.ndarray, r_columns: list[list[float]],
+                   rhs: list[float]) -> torch.Tensor:
+    """x_m = x0 + V_m γ with R_m γ = rhs for the host loop: x0 (1, n), the basis as ``columns``
+    (n, M+1), R's m columns (leading entries), rhs = (β Qᵀ e1)(1:m). A zero pivot is replaced by 1,
+    as in :func:`_assemble`; a non-finite x_m falls back to x0."""
+    m = len(r_columns)
+    if m == 0:
+        return x0
+    tiny = float(torch.finfo(x0.dtype).tiny)
+    upper = np.zeros((m, m))
+    for j, column in enumerate(r_columns):
+        upper[: j + 1, j] = column
+        if abs(column[j]) <= tiny:
+            upper[j, j] = 1.0
+    gamma = solve_triangular(upper, np.asarray(rhs), check_finite=False).astype(columns.dtype)
+    solution = get_blas_funcs("gemv", dtype=columns.dtype)(1.0, columns[:, :m], gamma, beta=1.0,
+                                                           y=x0.numpy().reshape(-1))
+    if not np.isfinite(solution).all():
+        return x0
+    return torch.from_numpy(solution).reshape(x0.shape)
 
 
 def _stop_reasons(initial: torch.Tensor, ran: list[torch.Tensor], finite_steps: list[torch.Tensor],

@@ -448,3 +448,25 @@ def test_gmres_takes_the_host_loop_for_one_system_on_the_cpu_and_the_batched_loo
     gmres(_matvec(matrices), b, tau=1e-8, max_iter=DIM)
     gmres(_matvec(matrices[:1]), b[:1], tau=1e-8, max_iter=DIM, true_residual=True)  # diagnostics: the batched loop
     assert taken == ["_solve_host", "_solve", "_solve"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_host_loop_leaves_the_operators_output_and_the_right_hand_side_alone(dtype: torch.dtype) -> None:
+    """The host loop works in place on its own basis; a matvec that hands back tensors it keeps
+    (a cache, a buffer) must find them as it left them, and b and x0 too."""
+    gen = torch.Generator().manual_seed(5)
+    matrix = _spd(gen, 1)[0].to(dtype)
+    b = torch.randn(1, DIM, generator=gen, dtype=torch.float64).to(dtype)
+    x0 = torch.randn(1, DIM, generator=gen, dtype=torch.float64).to(dtype)
+    kept = []
+
+    def matvec(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        out = v @ matrix.T
+        kept.append((out, out.clone()))
+        return out
+
+    b_before, x0_before = b.clone(), x0.clone()
+    result = gmres(matvec, b, x0=x0, tau=1e-8, max_iter=DIM)
+    assert int(result.iterations[0]) > 2
+    assert all(torch.equal(out, copy) for out, copy in kept)
+    assert torch.equal(b, b_before) and torch.equal(x0, x0_before)
