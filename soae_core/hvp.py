@@ -24,6 +24,7 @@ accumulate ``.grad``, so one model can be shared between threads.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -42,11 +43,22 @@ def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _loss_sum(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targeted: bool,
-              loss_fn: LossFn = cross_entropy_loss) -> tuple[torch.Tensor, torch.Tensor]:
-    per_sample = loss_fn(model(x), y)
+              loss_fn: LossFn = cross_entropy_loss) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    logits = model(x)
+    per_sample = loss_fn(logits, y)
     # Targeted attacks *decrease* the loss of the target class: we maximise −CE(target).
     objective = -per_sample if targeted else per_sample
-    return objective.sum(), objective
+    return objective.sum(), objective, logits
+
+
+@dataclass
+class LossGradient:
+    """The objective at x, its input gradient and the logits of the same forward pass, detached:
+    objective (B,), gradient (B, C, H, W), logits (B, K)."""
+
+    objective: torch.Tensor
+    gradient: torch.Tensor
+    logits: torch.Tensor
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targeted: bool = False,
@@ -65,9 +77,20 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targeted:
     """
     with torch.enable_grad():
         x_var = x.detach().requires_grad_(True)
-        total, per_sample = _loss_sum(model, x_var, y, targeted, loss_fn)
+        total, per_sample, _ = _loss_sum(model, x_var, y, targeted, loss_fn)
         (grad,) = torch.autograd.grad(total, x_var)
     return per_sample.detach(), grad.detach()
+
+
+def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targeted: bool = False,
+                  loss_fn: LossFn = cross_entropy_loss) -> LossGradient:
+    """:func:`input_gradient` that also keeps the logits of its forward pass (a caller that needs
+    the prediction at x saves a forward pass: SOAE, once per outer iteration)."""
+    with torch.enable_grad():
+        x_var = x.detach().requires_grad_(True)
+        total, per_sample, logits = _loss_sum(model, x_var, y, targeted, loss_fn)
+        (grad,) = torch.autograd.grad(total, x_var)
+    return LossGradient(objective=per_sample.detach(), gradient=grad.detach(), logits=logits.detach())
 
 
 def _norm_and_safe(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,7 +147,7 @@ def hvp_exact(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tenso
     """
     with torch.enable_grad():
         x_var = x.detach().requires_grad_(True)
-        total, _ = _loss_sum(model, x_var, y, targeted, loss_fn)
+        total, _, _ = _loss_sum(model, x_var, y, targeted, loss_fn)
         (grad,) = torch.autograd.grad(total, x_var, create_graph=True)
         (product,) = torch.autograd.grad(grad, x_var, grad_outputs=v.detach(), allow_unused=True)
     if product is None:  # the loss is linear in x (e.g. an all-linear model): H = 0

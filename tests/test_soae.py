@@ -188,6 +188,48 @@ def test_grad_evals_equals_trace_and_an_independent_count(images_8x8: torch.Tens
         assert single.grad_evals == model.gradient_images
 
 
+class PlainForwardCounter(nn.Module):
+    """Counts forward passes made without autograd (predictions, not gradients)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.plain_forwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.plain_forwards += not (torch.is_grad_enabled() and x.requires_grad)
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+def test_the_trace_reads_each_iterates_prediction_off_the_gradient_taken_there(images_8x8: torch.Tensor,
+                                                                                random_start: bool) -> None:
+    """Loss, prediction and confidence before the attack and after every step are those of a
+    forward pass at that point, yet SOAE runs only two forward passes of its own besides its
+    gradients (the label check and the final iterate), three with a random start (the clean images)."""
+    model = PlainForwardCounter(tiny_cnn())
+    y = _labels(model.inner, images_8x8)
+    result = SOAE(model, eps=0.1, steps=3, random_start=random_start, seed=0)(images_8x8, y)
+    assert model.plain_forwards == (3 if random_start else 2)
+    trace = result.trace
+
+    def at(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            logits = model.inner(x)
+        probabilities = torch.softmax(logits, dim=1)
+        return nn.functional.cross_entropy(logits, y, reduction="none"), probabilities.argmax(1), probabilities.amax(1)
+
+    loss, prediction, confidence = at(images_8x8)
+    torch.testing.assert_close(trace.initial_loss, loss)
+    assert torch.equal(trace.initial_prediction, prediction)
+    torch.testing.assert_close(trace.initial_confidence, confidence)
+    for iteration in trace.iterations:
+        loss, prediction, confidence = at(iteration.adv)
+        torch.testing.assert_close(iteration.loss_after, loss)
+        assert torch.equal(iteration.prediction, prediction)
+        torch.testing.assert_close(iteration.confidence, confidence)
+
+
 def test_exact_mode_reaches_rank_bound_on_relu_net(images_8x8: torch.Tensor) -> None:
     """ReLU net, 5 classes: input Hessian rank ≤ 4, so GMRES (float64, exact) stops by m ≤ 4."""
     model = tiny_cnn()

@@ -34,7 +34,7 @@ from torch import nn
 
 from soae_core.attacks.base import Attack, project_linf
 from soae_core.defaults import DEFAULT_MAX_KRYLOV, PAPER_EPS, PAPER_ETA, PAPER_STEPS, PAPER_TAU
-from soae_core.hvp import HVP_MODES, LossFn, cross_entropy_loss, input_gradient, make_hvp_operator
+from soae_core.hvp import HVP_MODES, LossFn, cross_entropy_loss, loss_gradient, make_hvp_operator
 from soae_core.krylov import GMRESResult, gmres
 from soae_core.validation import check_choice, check_int, check_open_interval, check_positive
 
@@ -57,6 +57,7 @@ class SOAEDirection:
         non-finite from the start). loss: (B,) the loss at x. gradient: (B, C, H, W) g.
     krylov: the GMRES record (None with ``direction="gradient"``: no solve).
     grad_evals_per_sample: (B,) int64 gradient evaluations spent.
+    logits: (B, K) the model's output at x (from the gradient's forward pass).
     """
 
     direction: torch.Tensor
@@ -64,6 +65,7 @@ class SOAEDirection:
     gradient: torch.Tensor
     krylov: GMRESResult | None
     grad_evals_per_sample: torch.Tensor
+    logits: torch.Tensor
 
 
 @dataclass
@@ -232,11 +234,13 @@ class SOAE(Attack):
         the record's ``krylov`` None and the cost 1 per sample; with ``"quadratic"`` δ̃ is the
         ascent's best maximiser of Q over ‖δ‖∞ ≤ α/N (``krylov`` None).
         """
-        loss, grad = input_gradient(self.model, x, y, loss_fn=self.loss_fn)
-        grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
+        at_x = loss_gradient(self.model, x, y, loss_fn=self.loss_fn)
+        loss, logits = at_x.objective, at_x.logits
+        grad = torch.where(torch.isfinite(at_x.gradient), at_x.gradient, 0.0)
         ones = torch.ones(grad.shape[0], dtype=torch.int64, device=grad.device)
         if self.direction_kind == "gradient":
-            return SOAEDirection(direction=grad, loss=loss, gradient=grad, krylov=None, grad_evals_per_sample=ones)
+            return SOAEDirection(direction=grad, loss=loss, gradient=grad, krylov=None, grad_evals_per_sample=ones,
+                                 logits=logits)
         matvec, _ = make_hvp_operator(self.model, x, y, self.hvp, self.eta, grad_at_x=grad,
                                           loss_fn=self.loss_fn)
         per_product = 2 if self.hvp == "central_difference" else 1
@@ -252,12 +256,13 @@ class SOAE(Attack):
                 best, best_q = torch.where(_per_sample(better, delta), delta, best), torch.where(better, q, best_q)
                 delta = (delta + 0.5 * radius * (grad + h_delta).sign()).clamp(-radius, radius)  # ∇Q = g + Hδ
             return SOAEDirection(direction=best, loss=loss, gradient=grad, krylov=None,
-                                 grad_evals_per_sample=ones * (1 + per_product * QUADRATIC_ASCENT_STEPS))
+                                 grad_evals_per_sample=ones * (1 + per_product * QUADRATIC_ASCENT_STEPS),
+                                 logits=logits)
         result = gmres(matvec, grad, x0=grad, tau=self.tau, max_iter=self.max_krylov,
                        reorthogonalize=self.reorthogonalize, true_residual=self.true_residual)
         direction = torch.where(torch.isfinite(result.solution), result.solution, grad)
         return SOAEDirection(direction=direction, loss=loss, gradient=grad, krylov=result,
-                             grad_evals_per_sample=1 + per_product * result.products_per_sample)
+                             grad_evals_per_sample=1 + per_product * result.products_per_sample, logits=logits)
 
     def _step(self, x_n: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
         size = -self.alpha / self.steps if self.targeted else self.alpha / self.steps
@@ -269,22 +274,21 @@ class SOAE(Attack):
             return x_n + size * direction / _per_sample(peak, direction)
         return x_n + size * direction
 
-    def _predict(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _predict(self, x: torch.Tensor, y: torch.Tensor,
+                 logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss (B,), prediction (B,), confidence (B,)) at x; from ``logits`` at x if given
+        (no forward pass)."""
         with torch.no_grad():
-            logits = self.model(x)
+            logits = self.model(x) if logits is None else logits
             loss = self.loss_fn(logits, y)
-            probs = torch.softmax(logits, dim=1)
-            confidence, prediction = probs.max(dim=1)
+            confidence, prediction = torch.softmax(logits, dim=1).max(dim=1)
         return loss, prediction, confidence
 
     # ------------------------------------------------------------------ Algorithm 1
     def _run(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int, SOAETrace]:
-        loss0, pred0, conf0 = self._predict(x, y)
-        misclassified = (pred0 == y) if self.targeted else (pred0 != y)
-        trace = SOAETrace(initial_loss=loss0, initial_prediction=pred0, initial_confidence=conf0,
-                          initially_misclassified=misclassified)
         x_n = x.clone()
-        if self.random_start and self.eps > 0:
+        starts_at_x = not (self.random_start and self.eps > 0)
+        if not starts_at_x:
             if self.start_noise is not None:
                 if self.start_noise.shape != x.shape:
                     raise ValueError(f"start_noise has shape {tuple(self.start_noise.shape)}, "
@@ -296,15 +300,22 @@ class SOAE(Attack):
                     generator = torch.Generator(device=x.device).manual_seed(self.seed)
                 noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             x_n = project_linf(x + (2 * noise - 1) * self.eps, x, self.eps)
+        # The prediction at each iterate comes from the forward pass of the gradient taken there:
+        # one forward pass per attack instead of one per iteration (two with a random start).
+        found = self.direction(x_n, y)
+        loss0, pred0, conf0 = self._predict(x, y, found.logits if starts_at_x else None)
+        misclassified = (pred0 == y) if self.targeted else (pred0 != y)
+        trace = SOAETrace(initial_loss=loss0, initial_prediction=pred0, initial_confidence=conf0,
+                          initially_misclassified=misclassified)
 
-        for _ in range(self.steps):
-            found = self.direction(x_n, y)
+        for n in range(self.steps):
             direction, grad = found.direction, found.gradient
             notes = self._notes(grad, found.krylov)
             stepped = self._step(x_n, direction)
             stepped = torch.where(torch.isfinite(stepped), stepped, x_n)
             x_next = project_linf(stepped, x, self.eps)
-            loss_after, prediction, confidence = self._predict(x_next, y)
+            following = self.direction(x_next, y) if n + 1 < self.steps else None
+            loss_after, prediction, confidence = self._predict(x_next, y, None if following is None else following.logits)
             trace.iterations.append(SOAEIteration(
                 loss=found.loss, loss_after=loss_after,
                 gradient_norm=torch.linalg.vector_norm(grad.flatten(1), dim=1),
@@ -314,7 +325,7 @@ class SOAE(Attack):
                 adv=x_next.clone() if self.keep_images else x_next[:0],
                 grad_evals_per_sample=found.grad_evals_per_sample,
                 notes=notes))
-            x_n = x_next
+            x_n, found = x_next, following
         return x_n, trace.grad_evals, trace
 
     @staticmethod
