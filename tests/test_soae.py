@@ -13,16 +13,19 @@ from soae_core.attacks.soae import STEP_RULES
 
 
 class CountingModel(nn.Module):
-    """Counts images passed forward with autograd enabled (= per-image gradient evaluations)."""
+    """Counts images passed forward with autograd enabled (= per-image gradient evaluations) and
+    forward passes without (predictions)."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
-        self.gradient_images = 0
+        self.gradient_images = self.plain_forwards = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
             self.gradient_images += x.shape[0]
+        else:
+            self.plain_forwards += 1
         return self.inner(x)
 
 
@@ -188,26 +191,13 @@ def test_grad_evals_equals_trace_and_an_independent_count(images_8x8: torch.Tens
         assert single.grad_evals == model.gradient_images
 
 
-class PlainForwardCounter(nn.Module):
-    """Counts forward passes made without autograd (predictions, not gradients)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.plain_forwards = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.plain_forwards += not (torch.is_grad_enabled() and x.requires_grad)
-        return self.inner(x)
-
-
 @pytest.mark.parametrize("random_start", [False, True])
 def test_the_trace_reads_each_iterates_prediction_off_the_gradient_taken_there(images_8x8: torch.Tensor,
                                                                                 random_start: bool) -> None:
     """Loss, prediction and confidence before the attack and after every step are those of a
     forward pass at that point, yet SOAE runs only two forward passes of its own besides its
     gradients (the label check and the final iterate), three with a random start (the clean images)."""
-    model = PlainForwardCounter(tiny_cnn())
+    model = CountingModel(tiny_cnn())
     y = _labels(model.inner, images_8x8)
     result = SOAE(model, eps=0.1, steps=3, random_start=random_start, seed=0)(images_8x8, y)
     assert model.plain_forwards == (3 if random_start else 2)
