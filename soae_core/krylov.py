@@ -38,6 +38,7 @@ small named record.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from dataclasses import dataclass
@@ -47,12 +48,15 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.linalg import get_blas_funcs, solve_triangular
+from scipy.linalg.blas import dgemv, sgemv
 
 from soae_core.validation import check_int, check_open_interval, check_positive
 
 __all__ = ["gmres", "GMRESResult", "StopReason", "STOP_REASONS", "RUNNING", "CONVERGED", "BREAKDOWN",
            "MAX_ITER", "BETA_ZERO", "NONFINITE"]
+
+
+_GEMV = {np.dtype(np.float32): sgemv, np.dtype(np.float64): dgemv}  # BLAS y ← αAx + βy, by basis dtype
 
 
 class StopReason(IntEnum):
@@ -410,13 +414,14 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
     n = b[0].numel()
     b_flat = b.detach().reshape(1, n)
     x0_flat = torch.zeros_like(b_flat) if x0 is None else x0.detach().reshape(1, n).to(dtype)
-    r0 = (b_flat - operator.whole(x0_flat.view(shape)).reshape(1, n) if x0 is not None else b_flat)
-    r0 = r0.numpy().reshape(n).copy()
-    finite = bool(np.isfinite(r0).all())
+    b_host = b_flat.numpy().reshape(n)
+    r0 = b_host - operator.whole(x0_flat.view(shape)).numpy().reshape(n) if x0 is not None else b_host.copy()
+    beta = math.sqrt(r0 @ r0)  # NaN or inf unless r0 is finite (or its norm overflows)
+    finite = beta < math.inf or bool(np.isfinite(r0).all())
     if not finite:
         r0[:] = 0
-    beta = float(np.sqrt(r0 @ r0))
-    if beta <= breakdown_tol * torch.finfo(dtype).eps ** 0.5 * float(np.sqrt(b_flat[0].numpy() @ b_flat[0].numpy())):
+        beta = 0.0
+    if beta <= breakdown_tol * torch.finfo(dtype).eps ** 0.5 * math.sqrt(b_host @ b_host):
         beta = 0.0
     initial = RUNNING if beta > 0 else BETA_ZERO
     initial = initial if finite else NONFINITE
@@ -424,7 +429,7 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
     basis = basis_t.numpy()  # the same memory: rows go to the operator as tensors without a copy
     columns = basis.T  # (n, M+1) in Fortran order: BLAS reads its first j+1 columns in place
     as_images = basis_t.view((max_iter + 1,) + tuple(shape[1:]))
-    gemv = get_blas_funcs("gemv", dtype=basis.dtype)
+    gemv = _GEMV[basis.dtype]
     if beta > 0:
         np.divide(r0, beta, out=basis[0])
     hess_t = np.zeros((max_iter, max_iter + 1), dtype=basis.dtype)  # row j: column j of H̄
@@ -436,7 +441,7 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
     dims, last = 0, None  # last: (finite product, new basis vector, estimate) of the last step run
     for j in range(max_iter if initial == RUNNING else 0):
         w = operator.whole(as_images[j: j + 1]).numpy().reshape(n)
-        w_norm = float(np.sqrt(w @ w))
+        w_norm = math.sqrt(w @ w)
         step_ok = w_norm < math.inf  # a product with NaN/inf (or an overflowing norm) stops here
         if step_ok:
             scale = max(scale, w_norm)
@@ -449,7 +454,7 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
             correction = gemv(1.0, used, w, trans=1)
             gemv(-1.0, used, correction, beta=1.0, y=w, overwrite_y=1)
             h += correction
-        h_next = float(np.sqrt(w @ w))
+        h_next = math.sqrt(w @ w)
         hess_t[j, j + 1] = h_next
         extends = h_next > scale * breakdown_tol
         if extends:
@@ -488,20 +493,20 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
 def _assemble_host(x0: torch.Tensor, columns: np.ndarray, r_columns: list[list[float]],
                    rhs: list[float]) -> torch.Tensor:
     """x_m = x0 + V_m γ with R_m γ = rhs for the host loop: x0 (1, n), the basis as ``columns``
-    (n, M+1), R's m columns (leading entries), rhs = (β Qᵀ e1)(1:m). A zero pivot is replaced by 1,
-    as in :func:`_assemble`; a non-finite x_m falls back to x0."""
+    (n, M+1), R's m columns (leading entries), rhs = (β Qᵀ e1)(1:m). γ by back substitution in
+    Python floats (m ≤ M is small: cheaper than a LAPACK call through scipy at these sizes); a
+    zero pivot is replaced by 1, as in :func:`_assemble`; a non-finite x_m falls back to x0."""
     m = len(r_columns)
     if m == 0:
         return x0
     tiny = float(torch.finfo(x0.dtype).tiny)
-    upper = np.zeros((m, m))
-    for j, column in enumerate(r_columns):
-        upper[: j + 1, j] = column
-        if abs(column[j]) <= tiny:
-            upper[j, j] = 1.0
-    gamma = solve_triangular(upper, np.asarray(rhs), check_finite=False).astype(columns.dtype)
-    solution = get_blas_funcs("gemv", dtype=columns.dtype)(1.0, columns[:, :m], gamma, beta=1.0,
-                                                           y=x0.numpy().reshape(-1))
+    gamma = [0.0] * m
+    for i in range(m - 1, -1, -1):
+        pivot = r_columns[i][i]
+        gamma[i] = (rhs[i] - sum(r_columns[k][i] * gamma[k] for k in range(i + 1, m))) / (
+            pivot if abs(pivot) > tiny else 1.0)
+    solution = _GEMV[columns.dtype](1.0, columns[:, :m], np.array(gamma, dtype=columns.dtype), beta=1.0,
+                                    y=x0.numpy().reshape(-1))
     if not np.isfinite(solution).all():
         return x0
     return torch.from_numpy(solution).reshape(x0.shape)
@@ -541,6 +546,7 @@ def _history(per_step: list[torch.Tensor], dims: torch.Tensor) -> torch.Tensor:
     return torch.where(positions[None, :] <= dims[:, None], table, float("nan"))
 
 
+@functools.cache
 def _round_up(value: float, dtype: torch.dtype) -> float:
     """The smallest number of ``dtype`` ≥ value: for x of that dtype, x < value exactly when
     x < this number, so comparisons need no conversion to float64."""
