@@ -237,8 +237,8 @@ class SOAE(Attack):
         at_x = loss_gradient(self.model, x, y, loss_fn=self.loss_fn)
         loss, logits = at_x.objective, at_x.logits
         grad = torch.where(torch.isfinite(at_x.gradient), at_x.gradient, 0.0)
-        ones = torch.ones(grad.shape[0], dtype=torch.int64, device=grad.device)
         if self.direction_kind == "gradient":
+            ones = torch.ones(grad.shape[0], dtype=torch.int64, device=grad.device)
             return SOAEDirection(direction=grad, loss=loss, gradient=grad, krylov=None, grad_evals_per_sample=ones,
                                  logits=logits)
         matvec, _ = make_hvp_operator(self.model, x, y, self.hvp, self.eta, grad_at_x=grad,
@@ -255,19 +255,19 @@ class SOAE(Attack):
                 better = q > best_q
                 best, best_q = torch.where(_per_sample(better, delta), delta, best), torch.where(better, q, best_q)
                 delta = (delta + 0.5 * radius * (grad + h_delta).sign()).clamp(-radius, radius)  # ∇Q = g + Hδ
-            return SOAEDirection(direction=best, loss=loss, gradient=grad, krylov=None,
-                                 grad_evals_per_sample=ones * (1 + per_product * QUADRATIC_ASCENT_STEPS),
+            evals = torch.full(grad.shape[:1], 1 + per_product * QUADRATIC_ASCENT_STEPS, device=grad.device)
+            return SOAEDirection(direction=best, loss=loss, gradient=grad, krylov=None, grad_evals_per_sample=evals,
                                  logits=logits)
         result = gmres(matvec, grad, x0=grad, tau=self.tau, max_iter=self.max_krylov,
                        reorthogonalize=self.reorthogonalize, true_residual=self.true_residual)
-        direction = torch.where(torch.isfinite(result.solution), result.solution, grad)
+        direction = result.solution  # finite: GMRES hands back x0 = g for a sample whose x_m is not
         return SOAEDirection(direction=direction, loss=loss, gradient=grad, krylov=result,
                              grad_evals_per_sample=1 + per_product * result.products_per_sample, logits=logits)
 
     def _step(self, x_n: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
         size = -self.alpha / self.steps if self.targeted else self.alpha / self.steps
         if self.step_rule == "sign":
-            return x_n + size * direction.sign()
+            return torch.add(x_n, direction.sign(), alpha=size)  # x_n + size·sign(δ̃), one operation
         if self.step_rule == "linf":
             peak = direction.flatten(1).abs().amax(dim=1)
             peak = torch.where(peak > 0, peak, torch.ones_like(peak))
@@ -275,12 +275,15 @@ class SOAE(Attack):
         return x_n + size * direction
 
     def _predict(self, x: torch.Tensor, y: torch.Tensor,
-                 logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss (B,), prediction (B,), confidence (B,)) at x; from ``logits`` at x if given
-        (no forward pass)."""
+                 at: SOAEDirection | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss (B,), prediction (B,), confidence (B,)) at x; from the loss and logits of the
+        direction found at x if given (no forward pass)."""
         with torch.no_grad():
-            logits = self.model(x) if logits is None else logits
-            loss = self.loss_fn(logits, y)
+            if at is None:
+                logits = self.model(x)
+                loss = self.loss_fn(logits, y)
+            else:
+                logits, loss = at.logits, at.loss
             confidence, prediction = torch.softmax(logits, dim=1).max(dim=1)
         return loss, prediction, confidence
 
@@ -303,26 +306,27 @@ class SOAE(Attack):
         # The prediction at each iterate comes from the forward pass of the gradient taken there:
         # one forward pass per attack instead of one per iteration (two with a random start).
         found = self.direction(x_n, y)
-        loss0, pred0, conf0 = self._predict(x, y, found.logits if starts_at_x else None)
+        loss0, pred0, conf0 = self._predict(x, y, found if starts_at_x else None)
         misclassified = (pred0 == y) if self.targeted else (pred0 != y)
         trace = SOAETrace(initial_loss=loss0, initial_prediction=pred0, initial_confidence=conf0,
                           initially_misclassified=misclassified)
+        lower, upper = (x - self.eps).clamp_min(0.0), (x + self.eps).clamp_max(1.0)  # the ε-ball ∩ [0, 1]
 
         for n in range(self.steps):
             direction, grad = found.direction, found.gradient
             notes = self._notes(grad, found.krylov)
             stepped = self._step(x_n, direction)
             stepped = torch.where(torch.isfinite(stepped), stepped, x_n)
-            x_next = project_linf(stepped, x, self.eps)
+            x_next = torch.clamp(stepped, lower, upper)  # = project_linf(stepped, x, eps), in one operation
             following = self.direction(x_next, y) if n + 1 < self.steps else None
-            loss_after, prediction, confidence = self._predict(x_next, y, None if following is None else following.logits)
+            loss_after, prediction, confidence = self._predict(x_next, y, following)
             trace.iterations.append(SOAEIteration(
                 loss=found.loss, loss_after=loss_after,
                 gradient_norm=torch.linalg.vector_norm(grad.flatten(1), dim=1),
                 cosine_to_gradient=torch.nn.functional.cosine_similarity(direction.flatten(1), grad.flatten(1),
                                                                          dim=1, eps=1e-30),
                 direction=direction, krylov=found.krylov, prediction=prediction, confidence=confidence,
-                adv=x_next.clone() if self.keep_images else x_next[:0],
+                adv=x_next if self.keep_images else x_next[:0],  # never written to: no copy
                 grad_evals_per_sample=found.grad_evals_per_sample,
                 notes=notes))
             x_n, found = x_next, following
@@ -330,9 +334,14 @@ class SOAE(Attack):
 
     @staticmethod
     def _notes(grad: torch.Tensor, krylov: GMRESResult | None) -> list[str]:
-        zero_grad = (grad.flatten(1).abs().amax(dim=1) == 0).tolist()
         if krylov is None:
+            zero_grad = (grad.flatten(1).abs().amax(dim=1) == 0).tolist()
             return ["zero gradient: no step" if zero else "" for zero in zero_grad]  # no solve, nothing else to say
+        # A zero gradient (b = x0 = 0) ends its solve before the first step, with β = 0 (or with a
+        # non-finite product at 0): only solves that ended so are looked at again.
+        if {"beta_zero", "nonfinite"}.isdisjoint(krylov.stop_reason):
+            return [""] * len(krylov.stop_reason)
+        zero_grad = (grad.flatten(1).abs().amax(dim=1) == 0).tolist()
         dims = krylov.iterations.tolist()
         notes = []
         for i, reason in enumerate(krylov.stop_reason):
