@@ -180,25 +180,25 @@ def make_hvp_operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: 
         raise ValueError(f"hvp must be one of {HVP_MODES}, got {mode!r}")
     count = {"evals": 0}
     eta_divisor = torch.full((), eta, dtype=x.dtype, device=x.device)  # η, filled on the device (no copy)
+    evals_per_call = {"exact": 1, "central_difference": 2}.get(mode, 1 if grad_at_x is not None else 2)
+
+    def product(xs: torch.Tensor, ys: torch.Tensor, v: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
+        if mode == "exact":
+            return hvp_exact(model, xs, ys, v, targeted, loss_fn)
+        if mode == "central_difference":
+            return hvp_central_difference(model, xs, ys, v, eta, targeted, loss_fn)
+        if base is None:
+            return hvp_forward_difference(model, xs, ys, v, eta, None, targeted, loss_fn)
+        divisor = eta_divisor if v.dtype == eta_divisor.dtype else eta
+        return _forward_difference(model, xs, ys, v, eta, divisor, base, targeted, loss_fn)
 
     def matvec(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         # Only the gradients inside need autograd (they enable it themselves): the arithmetic
-        # around them runs without recording, which is most of a product's overhead at batch 1.
+        # around them records nothing, so products are constants to a caller that differentiates.
+        count["evals"] += evals_per_call
         with torch.no_grad():
-            everyone = index.numel() == x.shape[0]  # increasing positions, all of them: 0 … B−1
-            xs, ys = (x, y) if everyone else (x[index], y[index])
-            if mode == "exact":
-                count["evals"] += 1
-                return hvp_exact(model, xs, ys, v, targeted, loss_fn)
-            if mode == "central_difference":
-                count["evals"] += 2
-                return hvp_central_difference(model, xs, ys, v, eta, targeted, loss_fn)
-            count["evals"] += 1
-            if grad_at_x is None:
-                count["evals"] += 1
-                return hvp_forward_difference(model, xs, ys, v, eta, None, targeted, loss_fn)
-            base = grad_at_x if everyone else grad_at_x[index]
-            divisor = eta_divisor if v.dtype == eta_divisor.dtype else eta
-            return _forward_difference(model, xs, ys, v, eta, divisor, base, targeted, loss_fn)
+            if index.numel() == x.shape[0]:  # increasing positions, all of them: 0 … B−1, nothing to gather
+                return product(x, y, v, grad_at_x)
+            return product(x[index], y[index], v, None if grad_at_x is None else grad_at_x[index])
 
     return matvec, lambda: count["evals"]
