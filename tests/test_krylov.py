@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -470,3 +472,32 @@ def test_the_host_loop_leaves_the_operators_output_and_the_right_hand_side_alone
     assert int(result.iterations[0]) > 2
     assert all(torch.equal(out, copy) for out, copy in kept)
     assert torch.equal(b, b_before) and torch.equal(x0, x0_before)
+
+
+def _callables_with_and_without_index() -> dict[str, tuple]:
+    def plain(v): return v
+    def with_index(v, index): return v
+    def keyword_only(v, *, index=None): return v
+    def star_args(v, *index): return v
+    def star_kwargs(v, **index): return v
+    def local_named_index(v):
+        index = 0
+        return v + index
+
+    @functools.wraps(with_index)
+    def wrapper(*args, **kwargs): return with_index(*args, **kwargs)
+
+    class Operator:
+        def __call__(self, v, index): return v
+
+    return {"plain": (plain, False), "with index": (with_index, True), "keyword-only": (keyword_only, True),
+            "*index": (star_args, True), "**index": (star_kwargs, True), "a local named index": (local_named_index, False),
+            "functools.wraps": (wrapper, True), "partial": (functools.partial(with_index), True),
+            "callable object": (Operator(), True), "lambda": (lambda v, index: v, True), "builtin": (torch.neg, False)}
+
+
+@pytest.mark.parametrize("name", sorted(_callables_with_and_without_index()))
+def test_takes_index_reads_a_matvecs_parameters_as_inspect_does(name: str) -> None:
+    matvec, expected = _callables_with_and_without_index()[name]
+    assert krylov._takes_index(matvec) is expected
+    assert krylov._takes_index(matvec) is expected  # a second time (from the cache for plain functions)
