@@ -441,7 +441,7 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
         beta = 0.0
     initial = RUNNING if beta > 0 else BETA_ZERO
     initial = initial if finite else NONFINITE
-    basis_t = torch.zeros(max_iter + 1, n, dtype=dtype)
+    basis_t = torch.empty(max_iter + 1, n, dtype=dtype)  # rows are written before they are read
     basis = basis_t.numpy()  # the same memory: rows go to the operator as tensors without a copy
     columns = basis.T  # (n, M+1) in Fortran order: BLAS reads its first j+1 columns in place
     rows = basis_t.view((max_iter + 1,) + tuple(shape[1:])).split(1)  # v_0 … v_M as the operator takes them
