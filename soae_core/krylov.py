@@ -448,7 +448,7 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
     gemv = _GEMV[basis.dtype]
     if beta > 0:
         np.divide(r0, beta, out=basis[0])
-    hess_t = np.zeros((max_iter, max_iter + 1), dtype=basis.dtype)  # row j: column j of H̄
+    hess_columns: list[list[float]] = []  # column j of H̄: its j+2 leading entries
     tau_up, scale = _round_up(tau, dtype), 0.0
     rotations: list[tuple[float, float]] = []  # (c, s) of step i acts on rows i, i+1
     r_columns: list[list[float]] = []  # column j of R = Qᵀ H̄, its j+1 leading entries
@@ -463,19 +463,19 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
             scale = max(scale, w_norm)
         else:
             w = np.zeros_like(w)
-        used, h = columns[:, : j + 1], hess_t[j, : j + 1]
-        gemv(1.0, used, w, y=h, trans=1, overwrite_y=1)  # h = V w, in place in H̄
+        used = columns[:, : j + 1]
+        h = gemv(1.0, used, w, trans=1)  # V w
         w = gemv(-1.0, used, h, beta=1.0, y=w)  # w − Vᵀ h, a new vector (the operator's is left alone)
         for _ in range(passes - 1):
             correction = gemv(1.0, used, w, trans=1)
             gemv(-1.0, used, correction, beta=1.0, y=w, overwrite_y=1)
             h += correction
         h_next = math.sqrt(w @ w)
-        hess_t[j, j + 1] = h_next
         extends = h_next > scale * breakdown_tol
         if extends:
             np.divide(w, h_next, out=basis[j + 1])
-        column = hess_t[j, : j + 2].tolist()
+        hess_columns.append(h.tolist() + [h_next])
+        column = list(hess_columns[-1])  # rotated into column j of R below
         for i, (c, s) in enumerate(rotations):
             column[i], column[i + 1] = c * column[i] + s * column[i + 1], c * column[i + 1] - s * column[i]
         radius = math.hypot(column[j], column[j + 1])
@@ -497,6 +497,9 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
     solution = _assemble_host(x0_flat, columns, r_columns[:dims], [beta * value for value in residual[:dims]])
     residuals = torch.tensor(estimates[: dims + 1], dtype=torch.float64)
     dims_t = torch.tensor([dims])
+    hess_t = np.zeros((max_iter, max_iter + 1), dtype=basis.dtype)  # row j: column j of H̄
+    if hess_columns:
+        hess_t[: len(hess_columns)] = [column + [0.0] * (max_iter - 1 - j) for j, column in enumerate(hess_columns)]
     hess = torch.from_numpy(np.ascontiguousarray(hess_t.T))[None]
     return GMRESResult(
         solution=solution.reshape(shape), residuals=[residuals], iterations=dims_t,
