@@ -474,14 +474,16 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
         extends = h_next > scale * breakdown_tol
         if extends:
             np.divide(w, h_next, out=basis[j + 1])
-        hess_columns.append(h.tolist() + [h_next])
-        column = list(hess_columns[-1])  # rotated into column j of R below
-        for i, (c, s) in enumerate(rotations):
-            column[i], column[i + 1] = c * column[i] + s * column[i + 1], c * column[i + 1] - s * column[i]
-        radius = math.hypot(column[j], column[j + 1])
-        c, s = (column[j] / radius, column[j + 1] / radius) if radius > 0 else (1.0, 0.0)
+        entries = h.tolist() + [h_next]  # column j of H̄
+        hess_columns.append(entries)
+        column, top = entries[:j], entries[0]  # column j of R: the earlier rotations, then the new one
+        for i, (c, s) in enumerate(rotations):  # rotation i mixes entries i and i+1
+            below = entries[i + 1]
+            column[i], top = c * top + s * below, c * below - s * top
+        radius = math.hypot(top, h_next)
+        c, s = (top / radius, h_next / radius) if radius > 0 else (1.0, 0.0)
         rotations.append((c, s))
-        r_columns.append(column[:j] + [radius])
+        r_columns.append(column + [radius])
         residual[j:] = [c * residual[j], -s * residual[j]]
         estimate = abs(residual[j + 1])
         estimates.append(estimate)

@@ -236,7 +236,7 @@ class SOAE(Attack):
         """
         at_x = loss_gradient(self.model, x, y, loss_fn=self.loss_fn)
         loss, logits = at_x.objective, at_x.logits
-        grad = torch.where(torch.isfinite(at_x.gradient), at_x.gradient, 0.0)
+        grad = torch.nan_to_num(at_x.gradient, nan=0.0, posinf=0.0, neginf=0.0)  # non-finite entries → 0
         if self.direction_kind == "gradient":
             ones = torch.ones(grad.shape[0], dtype=torch.int64, device=grad.device)
             return SOAEDirection(direction=grad, loss=loss, gradient=grad, krylov=None, grad_evals_per_sample=ones,
