@@ -30,6 +30,7 @@ from soae_core.analysis.common import image_batch
 from soae_core.analysis.settings import DEFAULT_SETTINGS, PRECISIONS, AttackSettings
 from soae_core.data import SampleSet, load_samples
 from soae_core.device import to_cpu
+from soae_core.krylov import prepare_host_loop
 from soae_core.models import load_model
 
 DTYPES = {name: getattr(torch, name) for name in PRECISIONS}  # the precisions' names → dtypes
@@ -49,6 +50,13 @@ class ModelSpec(NamedTuple):
 
 
 @functools.lru_cache(maxsize=16)
+def prepare_worker() -> None:
+    """Run once in each worker process before its first job (worker_pool's preload): compiles, or
+    loads from numba's disk cache, the single-image GMRES kernels (~0.2–1 s), which a student's
+    first SOAE would otherwise wait for."""
+    prepare_host_loop()
+
+
 def model(spec: ModelSpec) -> nn.Module:
     """The frozen eval-mode model of ``spec``, loaded once per process."""
     torch.set_num_threads(int(os.environ.get("SOAE_TORCH_THREADS", "1")))

@@ -155,8 +155,10 @@ def _init_worker(preload: tuple[str, ...]) -> None:
     # One intra-op thread per worker (parallelism comes from the workers), set before anything
     # imports torch: torch reads OMP_NUM_THREADS when it starts.
     os.environ["OMP_NUM_THREADS"] = os.environ.get("SOAE_TORCH_THREADS", "1")
-    for module in preload:  # imported once per worker, before its first job
-        importlib.import_module(module)
+    for name in preload:  # imported once per worker, before its first job; its prepare_worker() run
+        prepare = getattr(importlib.import_module(name), "prepare_worker", None)
+        if prepare is not None:
+            prepare()
 
 
 class JobService:
@@ -225,8 +227,9 @@ class JobService:
                                    initializer=_init_worker, initargs=(self._preload,))
 
     def start_workers(self) -> None:
-        """Start every worker process now (each imports its preload modules) instead of at the
-        first jobs, so that the first students do not wait for the imports."""
+        """Start every worker process now (each imports its preload modules and runs their
+        ``prepare_worker()``, if they have one) instead of at the first jobs, so that the first
+        students do not wait for the imports."""
         if self._pool is not None:
             for _ in range(self.workers):
                 self._pool.submit(time.sleep, 0.5)

@@ -26,8 +26,8 @@ replaced cost O(j) small operations per step — at batch 1 more than the networ
 the basis orthonormal to rounding where MGS lost digits: see ``tests/test_krylov.py``.)
 
 One system on the CPU (the app's batch of one) runs the same algorithm with its bookkeeping on
-the host (:func:`_solve_host`): four BLAS calls on the basis' memory for CGS2 and the Givens
-rotations in Python floats, where the ~40 torch calls of a batched step cost together as much as
+the host (:func:`_solve_host`): one numba-compiled call per Krylov step for CGS2, the breakdown
+test and the Givens update, where the ~40 torch calls of a batched step cost together as much as
 a fifth of the bundled CNN's gradient at batch 1; the tests hold both loops to the same records.
 
 Written by hand because no maintained library offers a *batched*, per-sample-stopping,
@@ -49,15 +49,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.linalg.blas import dgemv, sgemv
 
 from soae_core.validation import check_int, check_open_interval, check_positive
 
 __all__ = ["gmres", "GMRESResult", "StopReason", "STOP_REASONS", "RUNNING", "CONVERGED", "BREAKDOWN",
            "MAX_ITER", "BETA_ZERO", "NONFINITE"]
-
-
-_GEMV = {np.dtype(np.float32): sgemv, np.dtype(np.float64): dgemv}  # BLAS y ← αAx + βy, by basis dtype
 
 
 class StopReason(IntEnum):
@@ -411,21 +407,20 @@ def _solve(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, tau: f
 
 def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, tau: float, max_iter: int,
                 passes: int, breakdown_tol: float) -> GMRESResult:
-    """:func:`_solve` for one system on the CPU (the Attack Lab's case), its bookkeeping on the host.
+    """:func:`_solve` for one system on the CPU (the Attack Lab's case), its bookkeeping compiled.
 
     The same algorithm, decisions and records as the batched loop — CGS2 against the basis rows,
     the breakdown test against the largest ‖A v‖ so far, the Givens estimate against τ rounded up
-    to the working dtype, the stop reasons in the same order — with as few calls per step as it
-    takes: between two products of the bundled CNN every call finds its code and data evicted
-    from the caches and costs ~5–10 µs, several times its cost in a tight loop
-    (``bench/measure_krylov_step_host.py``). So the Gram–Schmidt passes are four BLAS ``gemv``
-    calls on the basis' own memory (the new Hessenberg column is written straight into H̄), and
-    the Givens rotations are applied one by one to that column in Python floats (float64, whatever
-    the working dtype), the textbook recursion (Saad, Iterative Methods, Alg. 6.9), where the
-    batched loop multiplies by their accumulated product. x_m = x0 + V_m R_m⁻¹ (β Qᵀ e1)(1:m),
-    as :func:`_assemble` (whose zero-pivot guard it repeats), from the rotated columns.
+    to the working dtype, the stop reasons in the same order — with one call per Krylov step
+    besides the product: :func:`_arnoldi_givens_step`, compiled by numba. At batch 1 every call
+    made between two gradients costs several times its price in a tight loop (3.2–3.5× measured by
+    ``bench/measure_cold_steps.py`` for the ~15 NumPy calls of a step), so the step is one call.
+    The Givens rotations are applied one by one in float64 (the textbook recursion, Saad, Iterative
+    Methods, Alg. 6.9) where the batched loop multiplies by their accumulated product; x_m = x0 +
+    V_m R_m⁻¹ (β Qᵀ e1)(1:m) is :func:`_host_solution`, with :func:`_assemble`'s zero-pivot guard.
     The operator runs in the caller's grad and inference modes, as the batched loop runs it.
     """
+    step, assemble = _host_kernels()
     dtype, shape = b.dtype, b.shape
     n = b[0].numel()
     b_flat = b.detach().reshape(1, n)
@@ -443,49 +438,21 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
     initial = initial if finite else NONFINITE
     basis_t = torch.empty(max_iter + 1, n, dtype=dtype)  # rows are written before they are read
     basis = basis_t.numpy()  # the same memory: rows go to the operator as tensors without a copy
-    columns = basis.T  # (n, M+1) in Fortran order: BLAS reads its first j+1 columns in place
     rows = basis_t.view((max_iter + 1,) + tuple(shape[1:])).split(1)  # v_0 … v_M as the operator takes them
-    gemv = _GEMV[basis.dtype]
     if beta > 0:
         np.divide(r0, beta, out=basis[0])
-    hess_columns: list[list[float]] = []  # column j of H̄: its j+2 leading entries
+    hess_t = np.zeros((max_iter, max_iter + 1), dtype=basis.dtype)  # row j: column j of H̄
+    rotations = np.empty((max_iter, 2))  # (c, s) of step i: mixes entries i and i+1
+    r_t = np.empty((max_iter, max_iter))  # row j: column j of R = Qᵀ H̄ (entries 0 … j)
+    residual = np.zeros(max_iter + 1)  # (β Qᵀ e1)/β so far: after step j, |entry j+1| is the estimate
+    residual[0] = 1.0
     tau_up, scale = _round_up(tau, dtype), 0.0
-    rotations: list[tuple[float, float]] = []  # (c, s) of step i acts on rows i, i+1
-    r_columns: list[list[float]] = []  # column j of R = Qᵀ H̄, its j+1 leading entries
-    residual = [1.0]  # (β Qᵀ e1)/β so far: after step j, entry j+1 is the estimate ‖r̃_{j+1}‖/β
     estimates = [1.0 if beta > 0 else 0.0]
     dims, last = 0, None  # last: (finite product, new basis vector, estimate) of the last step run
     for j in range(max_iter if initial == RUNNING else 0):
         w = operator.whole(rows[j]).numpy().reshape(n)
-        w_norm = math.sqrt(w @ w)
-        step_ok = w_norm < math.inf  # a product with NaN/inf (or an overflowing norm) stops here
-        if step_ok:
-            scale = max(scale, w_norm)
-        else:
-            w = np.zeros_like(w)
-        used = columns[:, : j + 1]
-        h = gemv(1.0, used, w, trans=1)  # V w
-        w = gemv(-1.0, used, h, beta=1.0, y=w)  # w − Vᵀ h, a new vector (the operator's is left alone)
-        for _ in range(passes - 1):
-            correction = gemv(1.0, used, w, trans=1)
-            gemv(-1.0, used, correction, beta=1.0, y=w, overwrite_y=1)
-            h += correction
-        h_next = math.sqrt(w @ w)
-        extends = h_next > scale * breakdown_tol
-        if extends:
-            np.divide(w, h_next, out=basis[j + 1])
-        entries = h.tolist() + [h_next]  # column j of H̄
-        hess_columns.append(entries)
-        column, top = entries[:j], entries[0]  # column j of R: the earlier rotations, then the new one
-        for i, (c, s) in enumerate(rotations):  # rotation i mixes entries i and i+1
-            below = entries[i + 1]
-            column[i], top = c * top + s * below, c * below - s * top
-        radius = math.hypot(top, h_next)
-        c, s = (top / radius, h_next / radius) if radius > 0 else (1.0, 0.0)
-        rotations.append((c, s))
-        r_columns.append(column + [radius])
-        residual[j:] = [c * residual[j], -s * residual[j]]
-        estimate = abs(residual[j + 1])
+        step_ok, extends, estimate, scale = step(basis, w, j, passes, scale, breakdown_tol, hess_t, rotations, r_t,
+                                                 residual)
         estimates.append(estimate)
         dims += step_ok
         last = (step_ok, extends, estimate)
@@ -496,41 +463,113 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
     else:
         step_ok, extends, estimate = last
         reason = NONFINITE if not step_ok else BREAKDOWN if not extends else CONVERGED if estimate < tau else MAX_ITER
-    solution = _assemble_host(x0_flat, columns, r_columns[:dims], [beta * value for value in residual[:dims]])
+    solution = x0_flat
+    if dims:
+        x_m = assemble(basis, r_t, residual, beta, dims, x0_flat.numpy().reshape(n), float(torch.finfo(dtype).tiny))
+        if np.isfinite(x_m).all():
+            solution = torch.from_numpy(x_m)
     residuals = torch.tensor(estimates[: dims + 1], dtype=torch.float64)
-    dims_t = torch.tensor([dims])
-    hess_t = np.zeros((max_iter, max_iter + 1), dtype=basis.dtype)  # row j: column j of H̄
-    if hess_columns:
-        hess_t[: len(hess_columns)] = [column + [0.0] * (max_iter - 1 - j) for j, column in enumerate(hess_columns)]
-    hess = torch.from_numpy(np.ascontiguousarray(hess_t.T))[None]
     return GMRESResult(
-        solution=solution.reshape(shape), residuals=[residuals], iterations=dims_t,
+        solution=solution.reshape(shape), residuals=[residuals], iterations=torch.tensor([dims]),
         converged=torch.tensor([bool(residuals[dims] < tau)]), stop_reason=[StopReason(reason).label],
-        beta=torch.tensor([beta], dtype=dtype), hessenberg=hess, matvec_calls=operator.calls,
-        operator_samples=operator.samples, products_per_sample=operator.products_per_sample(),
-        stop_codes=torch.tensor([int(reason)]))
+        beta=torch.tensor([beta], dtype=dtype), hessenberg=torch.from_numpy(np.ascontiguousarray(hess_t.T))[None],
+        matvec_calls=operator.calls, operator_samples=operator.samples,
+        products_per_sample=operator.products_per_sample(), stop_codes=torch.tensor([int(reason)]))
 
 
-def _assemble_host(x0: torch.Tensor, columns: np.ndarray, r_columns: list[list[float]],
-                   rhs: list[float]) -> torch.Tensor:
-    """x_m = x0 + V_m γ with R_m γ = rhs for the host loop: x0 (1, n), the basis as ``columns``
-    (n, M+1), R's m columns (leading entries), rhs = (β Qᵀ e1)(1:m). γ by back substitution in
-    Python floats (m ≤ M is small: cheaper than a LAPACK call through scipy at these sizes); a
-    zero pivot is replaced by 1, as in :func:`_assemble`; a non-finite x_m falls back to x0."""
-    m = len(r_columns)
-    if m == 0:
-        return x0
-    tiny = float(torch.finfo(x0.dtype).tiny)
-    gamma = [0.0] * m
+def _arnoldi_givens_step(basis: np.ndarray, w: np.ndarray, j: int, passes: int, scale: float, tol: float,
+                         hess_t: np.ndarray, rotations: np.ndarray, r_t: np.ndarray,
+                         residual: np.ndarray) -> tuple[bool, bool, float, float]:
+    """Krylov step j of the host loop on the product w = A v_j (n,), compiled by :func:`_host_kernels`.
+
+    CGS with ``passes`` passes against rows 0 … j of ``basis`` (M+1, n), H̄'s column j into row j of
+    ``hess_t``, v_{j+1} into row j+1 of ``basis`` when h_{j+1,j} > tol · ``scale`` (the largest ‖A v‖
+    so far), then the earlier rotations and a new one applied to that column (row j of ``r_t``,
+    ``rotations`` row j, entries j and j+1 of ``residual``). A product with NaN/inf (or an
+    overflowing norm) is replaced by 0, as in the batched loop. Returns (finite product, new basis
+    vector, the estimate ‖r̃_{j+1}‖/β, the updated scale). Dot products accumulate in float64.
+    """
+    n = w.shape[0]
+    squares = 0.0
+    for k in range(n):
+        squares += w[k] * w[k]
+    w_norm = math.sqrt(squares)
+    step_ok = w_norm < math.inf
+    if step_ok and w_norm > scale:
+        scale = w_norm
+    v = np.zeros(n, basis.dtype)
+    if step_ok:
+        v[:] = w
+    coefficients = np.empty(j + 1)
+    for _ in range(passes):
+        for i in range(j + 1):
+            dot = 0.0
+            for k in range(n):
+                dot += basis[i, k] * v[k]
+            coefficients[i] = dot
+        for i in range(j + 1):
+            for k in range(n):
+                v[k] -= coefficients[i] * basis[i, k]
+            hess_t[j, i] += coefficients[i]
+    squares = 0.0
+    for k in range(n):
+        squares += v[k] * v[k]
+    h_next = math.sqrt(squares)
+    hess_t[j, j + 1] = h_next
+    extends = h_next > scale * tol
+    if extends:
+        for k in range(n):
+            basis[j + 1, k] = v[k] / h_next
+    top = float(hess_t[j, 0])
+    for i in range(j):  # rotation i mixes entries i and i+1
+        below = float(hess_t[j, i + 1])
+        r_t[j, i] = rotations[i, 0] * top + rotations[i, 1] * below
+        top = rotations[i, 0] * below - rotations[i, 1] * top
+    radius = math.hypot(top, h_next)
+    cos, sin = (top / radius, h_next / radius) if radius > 0 else (1.0, 0.0)
+    rotations[j, 0], rotations[j, 1] = cos, sin
+    r_t[j, j] = radius
+    residual[j + 1] = -sin * residual[j]
+    residual[j] = cos * residual[j]
+    return step_ok, extends, abs(residual[j + 1]), scale
+
+
+def _host_solution(basis: np.ndarray, r_t: np.ndarray, residual: np.ndarray, beta: float, m: int,
+                   x0: np.ndarray, tiny: float) -> np.ndarray:
+    """x_m = x0 + V_m γ with R_m γ = β · residual(1:m) by back substitution (``r_t`` row j holds R's
+    column j); a pivot of magnitude ≤ ``tiny`` counts as 1, as in :func:`_assemble`. Returns a new
+    (n,) array of the basis' dtype. Compiled by :func:`_host_kernels`."""
+    gamma = np.empty(m)
     for i in range(m - 1, -1, -1):
-        pivot = r_columns[i][i]
-        gamma[i] = (rhs[i] - sum(r_columns[k][i] * gamma[k] for k in range(i + 1, m))) / (
-            pivot if abs(pivot) > tiny else 1.0)
-    solution = _GEMV[columns.dtype](1.0, columns[:, :m], np.array(gamma, dtype=columns.dtype), beta=1.0,
-                                    y=x0.numpy().reshape(-1))
-    if not np.isfinite(solution).all():
-        return x0
-    return torch.from_numpy(solution).reshape(x0.shape)
+        value = beta * residual[i]
+        for k in range(i + 1, m):
+            value -= r_t[k, i] * gamma[k]
+        pivot = r_t[i, i]
+        gamma[i] = value / (pivot if abs(pivot) > tiny else 1.0)
+    x = x0.copy()
+    for i in range(m):
+        for k in range(x.shape[0]):
+            x[k] += gamma[i] * basis[i, k]
+    return x
+
+
+@functools.cache
+def _host_kernels() -> tuple[Callable, Callable]:
+    """:func:`_arnoldi_givens_step` and :func:`_host_solution` compiled by numba (written by hand:
+    no library has a one-call Arnoldi step). numba is imported here, on the first solve of one
+    system on the CPU, not with this module (importing it costs ~0.5 s); the machine code is cached
+    on disk beside this file (~1 s to compile the first time, ~0.2 s to load in a new process)."""
+    from numba import njit
+
+    return njit(cache=True)(_arnoldi_givens_step), njit(cache=True)(_host_solution)
+
+
+def prepare_host_loop() -> None:
+    """Compile (or load from the disk cache) the host loop's kernels for float32 and float64 now,
+    so that the first single-image solve of a process (e.g. an app worker's first SOAE) does not
+    pay for it."""
+    for dtype in (torch.float32, torch.float64):
+        gmres(lambda v, index: v, torch.ones(1, 4, dtype=dtype), tau=0.5, max_iter=2)
 
 
 def _stop_reasons(initial: torch.Tensor, ran: list[torch.Tensor], finite_steps: list[torch.Tensor],

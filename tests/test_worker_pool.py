@@ -217,3 +217,33 @@ def test_workers_exit_when_their_server_is_killed():
             pytest.fail(f"worker {worker} outlived its killed server by 30 s")
     finally:
         server.kill()
+
+
+PREPARED_IN: list[int] = []  # process ids where prepare_worker below ran
+
+
+def prepare_worker() -> None:
+    """This module as a preload module: the pool runs this once in each worker."""
+    PREPARED_IN.append(os.getpid())
+
+
+def prepared_here() -> bool:
+    return os.getpid() in PREPARED_IN
+
+
+def test_a_preloaded_modules_prepare_worker_runs_in_each_worker_before_its_first_job():
+    service = JobService(workers=1, preload=(__name__,))
+    try:
+        assert service.run(Job(key="prepared?", fn=prepared_here)) is True
+    finally:
+        service.shutdown()
+    assert not prepared_here()  # not in the server process
+
+
+def test_app_workers_prepare_the_single_image_solver():
+    from soae_app import compute
+    from soae_core import krylov
+
+    krylov._host_kernels.cache_clear()
+    compute.prepare_worker()
+    assert krylov._host_kernels.cache_info().currsize == 1
