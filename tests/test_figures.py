@@ -128,7 +128,11 @@ def test_perturbation_anatomy_figures_validate_and_show_every_attack():
     edges = _validated(figures.edges_figure(anatomy, 0.05))
     assert [t["type"] for t in edges["data"]] == ["heatmap", "scatter"] * 4  # 2 attacks × (Canny, Sobel)
     assert [t["yaxis"] for t in edges["data"][::2]] == ["y", "y3", "y2", "y4"]  # column by column
-    assert all(edges["layout"][k]["scaleanchor"] == "x" for k in edges["layout"] if k.startswith("yaxis"))
+    panels = {k: v for k, v in edges["layout"].items() if k.startswith("yaxis")}
+    assert all(axis["scaleanchor"] == axis["anchor"] for axis in panels.values())  # each panel square on its own
+    # and on the image's own extent (edge markers at the border would pad an autorange: unequal panels)
+    assert all(axis["range"] == [7.5, -0.5] and axis["autorange"] is False for axis in panels.values())
+    assert all(v["range"] == [-0.5, 7.5] for k, v in edges["layout"].items() if k.startswith("xaxis"))
     layer = next(iter(anatomy.channels))
     maps = _validated(figures.feature_maps_figure(anatomy, layer))
     assert len(maps["data"]) == 3 * len(anatomy.channels[layer])  # original + one change row per attack

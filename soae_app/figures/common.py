@@ -99,17 +99,18 @@ def subplot_grid(rows: int, cols: int, col_titles: list[str], row_titles: list[s
     return references, entries
 
 
-def image_axes(entries: dict[str, Any], scale_anchor: str | None = None) -> None:
+def image_axes(entries: dict[str, Any]) -> None:
     """Turn the panels of :func:`subplot_grid`'s layout ``entries`` into image panels, in place: no
     ticks, tick labels, grid or zero lines, square pixels, rows top-down, each panel's domain shrunk
-    to its image. Each y axis keeps pixels square against its own x axis, or against
-    ``scale_anchor`` (e.g. "x": every panel on the first panel's scale)."""
+    to its image. Each y axis keeps pixels square against its own x axis (anchoring every panel to
+    the first one's x instead left panels unequal: the anchor's constraints do not follow the others'
+    domains)."""
     bare = {"showticklabels": False, "ticks": "", "showgrid": False, "zeroline": False, "constrain": "domain"}
     for key, axis in entries.items():
         if key.startswith("xaxis"):
             axis.update(bare)
         elif key.startswith("yaxis"):
-            axis.update(bare, autorange="reversed", scaleanchor=scale_anchor or axis["anchor"])
+            axis.update(bare, autorange="reversed", scaleanchor=axis["anchor"])
 
 
 def subplot_row(titles: list[str], spacing: float) -> tuple[list[tuple[str, str]], dict[str, Any]]:

@@ -21,7 +21,7 @@ def _image_grid(rows: int, cols: int, row_titles: list[str] | None,
     """A grid of image panels (:func:`~soae_app.figures.common.subplot_grid`): no ticks or grid
     lines, square pixels, rows top-down. Returns the panels' axis references and layout entries."""
     references, entries = subplot_grid(rows, cols, col_titles, row_titles)
-    image_axes(entries, scale_anchor="x")
+    image_axes(entries)
     return references, entries
 
 
@@ -40,6 +40,12 @@ def edges_figure(anatomy: Anatomy, eps: float) -> go.Figure:
     (bottom row), the masks edge alignment uses."""
     names = [a.name for a in anatomy.attacks]
     references, axes = _image_grid(2, len(names), ["Canny edges □", "Sobel edges □"], names)
+    rows_px, cols_px = anatomy.canny.shape
+    for key, axis in axes.items():  # the image's own extent: the edge markers would pad an autorange,
+        if key.startswith("xaxis"):  # more where edges touch the border, and panels would differ in size
+            axis["range"] = [-0.5, cols_px - 0.5]
+        elif key.startswith("yaxis"):
+            axis.update(range=[rows_px - 0.5, -0.5], autorange=False)  # rows top-down
     limit = delta_limit(eps)
     size = _edge_marker_size(anatomy.canny.shape, len(names))
     data = []
