@@ -413,8 +413,8 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
     the breakdown test against the largest ‖A v‖ so far, the Givens estimate against τ rounded up
     to the working dtype, the stop reasons in the same order — with one call per Krylov step
     besides the product: :func:`_arnoldi_givens_step`, compiled by numba. At batch 1 every call
-    made between two gradients costs several times its price in a tight loop (3.2–3.5× measured by
-    ``bench/measure_cold_steps.py`` for the ~15 NumPy calls of a step), so the step is one call.
+    made between two gradients costs several times its price in a tight loop (3.2–3.5× for the ~15
+    NumPy calls a step made at commit 950855e, ``bench/measure_cold_steps.py``), so the step is one call.
     The Givens rotations are applied one by one in float64 (the textbook recursion, Saad, Iterative
     Methods, Alg. 6.9) where the batched loop multiplies by their accumulated product; x_m = x0 +
     V_m R_m⁻¹ (β Qᵀ e1)(1:m) is :func:`_host_solution`, with :func:`_assemble`'s zero-pivot guard.
