@@ -119,6 +119,9 @@ def test_navigation_links_switch_pages(server_url, browser):
     try:
         page.goto(f"{server_url}/?N=2")
         wait_for_app(page)
+        # the session holds N = 2 from the URL before the switch (once, under a loaded suite, the
+        # Inspector came up with the default N = 4)
+        expect(page.get_by_role("slider", name=re.compile("N — outer iterations"))).to_have_value("2", timeout=30_000)
         page.get_by_role("link", name="Krylov Inspector").click()
         page.get_by_text("τ → m", exact=True).first.wait_for(timeout=240_000)
         wait_for_app(page)
