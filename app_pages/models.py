@@ -25,11 +25,10 @@ st.dataframe(zoo[numbers], column_config={
     soae_column: st.column_config.NumberColumn(format="percent", help="From the model card (exact products, "
                                                                       "N = 4, sign step)."),
 }, placeholder=NOT_APPLICABLE)
-st.dataframe(zoo[["Training", "Note"]], column_config={
-    "Training": st.column_config.TextColumn(width="large", help="From the model card: epochs, optimiser, objective, "
-                                                                "training time and machine."),
-    "Note": st.column_config.TextColumn(width="large", help="What the model is, or why it is unavailable."),
-})
+# A static table: these are sentences, and a data grid cut them at its column width.
+st.caption("Training: from the model card — epochs, optimiser, objective, training time and machine. "
+           "Note: what the model is, or why it is unavailable.")
+st.table(zoo[["Training", "Note"]])
 with st.expander("Model cards (JSON)"):
     carded = [info for info in infos if info.card]
     if carded:
