@@ -242,14 +242,17 @@ class _Operator:
 
     def __call__(self, v: torch.Tensor, active_idx: torch.Tensor | None = None) -> torch.Tensor:
         self.calls += 1
-        with torch.inference_mode(self.inference), torch.set_grad_enabled(self.grad_enabled):
-            if self.indexed and active_idx is not None and active_idx.numel() < self.batch:
-                self.samples += int(active_idx.numel())
-                self.partial_products[active_idx] += 1
+        if self.indexed and active_idx is not None and active_idx.numel() < self.batch:
+            self.samples += int(active_idx.numel())
+            self.partial_products[active_idx] += 1
+            with torch.inference_mode(self.inference), torch.set_grad_enabled(self.grad_enabled):
                 part = self.matvec(v[active_idx].reshape((-1,) + self.shape[1:]), index=active_idx)
-                out = v.new_zeros(self.batch, 1, v.shape[-1])
-                out[active_idx] = part.reshape(part.shape[0], 1, -1).to(self.dtype)
-                return out
+            # scattered in the loop's own mode: in its inference mode a product that requires grad
+            # (a matvec on trainable parameters) is only read, never recorded against its index
+            out = v.new_zeros(self.batch, 1, v.shape[-1])
+            out[active_idx] = part.reshape(part.shape[0], 1, -1).to(self.dtype)
+            return out
+        with torch.inference_mode(self.inference), torch.set_grad_enabled(self.grad_enabled):
             self.samples += self.batch
             self.full_calls += 1
             if self.indexed:
@@ -426,7 +429,7 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
     b_flat = b.detach().reshape(1, n)
     x0_flat = torch.zeros_like(b_flat) if x0 is None else x0.detach().reshape(1, n).to(dtype)
     b_host = b_flat.numpy().reshape(n)
-    r0 = b_host - operator.whole(x0_flat.view(shape)).numpy().reshape(n) if x0 is not None else b_host.copy()
+    r0 = b_host - _host(operator.whole(x0_flat.view(shape)), n) if x0 is not None else b_host.copy()
     beta = math.sqrt(r0 @ r0)  # NaN or inf unless r0 is finite (or its norm overflows)
     finite = beta < math.inf or bool(np.isfinite(r0).all())
     if not finite:
@@ -450,7 +453,7 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
     estimates = [1.0 if beta > 0 else 0.0]
     dims, last = 0, None  # last: (finite product, new basis vector, estimate) of the last step run
     for j in range(max_iter if initial == RUNNING else 0):
-        w = operator.whole(rows[j]).numpy().reshape(n)
+        w = _host(operator.whole(rows[j]), n)
         step_ok, extends, estimate, scale = step(basis, w, j, passes, scale, breakdown_tol, hess_t, rotations, r_t,
                                                  residual)
         estimates.append(estimate)
@@ -475,6 +478,12 @@ def _solve_host(operator: _Operator, b: torch.Tensor, x0: torch.Tensor | None, t
         beta=torch.tensor([beta], dtype=dtype), hessenberg=torch.from_numpy(np.ascontiguousarray(hess_t.T))[None],
         matvec_calls=operator.calls, operator_samples=operator.samples,
         products_per_sample=operator.products_per_sample(), stop_codes=torch.tensor([int(reason)]))
+
+
+def _host(product: torch.Tensor, n: int) -> np.ndarray:
+    """An operator's output as the host loop's (n,) array: detached first (a matvec that uses
+    parameters requiring grad returns a tensor that does; the host loop never differentiates)."""
+    return product.detach().numpy().reshape(n)
 
 
 def _arnoldi_givens_step(basis: np.ndarray, w: np.ndarray, j: int, passes: int, scale: float, tol: float,

@@ -501,3 +501,20 @@ def test_takes_index_reads_a_matvecs_parameters_as_inspect_does(name: str) -> No
     matvec, expected = _callables_with_and_without_index()[name]
     assert krylov._takes_index(matvec) is expected
     assert krylov._takes_index(matvec) is expected  # a second time (from the cache for plain functions)
+
+
+def test_one_system_on_the_cpu_takes_an_operator_whose_output_requires_grad() -> None:
+    """A matvec built on parameters that require grad (e.g. a layer of a trainable model) hands
+    back tensors that require grad; the host loop detaches them and agrees with the batched loop."""
+    gen = torch.Generator().manual_seed(8)
+    matrix = _spd(gen, 1)[0].requires_grad_(True)
+    b = torch.randn(2, DIM, generator=gen, dtype=torch.float64)
+
+    def matvec(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return v @ matrix.T
+
+    alone = gmres(matvec, b[:1], tau=1e-10, max_iter=DIM)
+    batched = gmres(matvec, b, tau=1e-10, max_iter=DIM)
+    assert alone.stop_reason == batched.stop_reason[:1]
+    torch.testing.assert_close(alone.solution, batched.solution[:1].detach(), rtol=TOL[torch.float64],
+                               atol=TOL[torch.float64])
