@@ -49,14 +49,14 @@ class ModelSpec(NamedTuple):
     device: str = "cpu"
 
 
-@functools.lru_cache(maxsize=16)
 def prepare_worker() -> None:
     """Run once in each worker process before its first job (worker_pool's preload): compiles, or
-    loads from numba's disk cache, the single-image GMRES kernels (~0.2–1 s), which a student's
-    first SOAE would otherwise wait for."""
+    loads from numba's disk cache, the single-image GMRES kernels, which a student's first SOAE
+    would otherwise wait for."""
     prepare_host_loop()
 
 
+@functools.lru_cache(maxsize=16)
 def model(spec: ModelSpec) -> nn.Module:
     """The frozen eval-mode model of ``spec``, loaded once per process."""
     torch.set_num_threads(int(os.environ.get("SOAE_TORCH_THREADS", "1")))

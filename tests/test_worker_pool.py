@@ -247,3 +247,12 @@ def test_app_workers_prepare_the_single_image_solver():
     krylov._host_kernels.cache_clear()
     compute.prepare_worker()
     assert krylov._host_kernels.cache_info().currsize == 1
+
+
+def test_a_worker_loads_each_model_once():
+    """Jobs name their models by spec; the worker keeps each one it has loaded (a reload per job
+    would read the weights from disk for every student)."""
+    from soae_app import compute
+
+    spec = compute.ModelSpec("fmnist-cnn-std", "float32", "")
+    assert compute.model(spec) is compute.model(spec)
