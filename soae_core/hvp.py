@@ -75,11 +75,8 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targeted:
     Returns:
         (objective (B,), gradient (B, C, H, W)), both detached, same dtype as x.
     """
-    with torch.enable_grad():
-        x_var = x.detach().requires_grad_(True)
-        total, per_sample, _ = _loss_sum(model, x_var, y, targeted, loss_fn)
-        (grad,) = torch.autograd.grad(total, x_var)
-    return per_sample.detach(), grad.detach()
+    found = loss_gradient(model, x, y, targeted, loss_fn)
+    return found.objective, found.gradient
 
 
 def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targeted: bool = False,
@@ -121,8 +118,9 @@ def _forward_difference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: t
     """:func:`hvp_forward_difference` with ∇L(x) given and η also as the divisor ``eta_divisor``:
     η itself, or η as a 0-dim tensor of x's dtype and device (the same quotient, without
     converting a Python number on every call). Six tensor operations besides the gradient: at
-    batch 1, between two gradients, each costs ~1–3 % of one (measured inside the attack), so
-    the shifted point's gradient is taken without :func:`input_gradient`'s detached copies.
+    batch 1 every call between two gradients costs several times its tight-loop price
+    (``bench/measure_cold_steps.py``), so the shifted point's gradient is taken without
+    :func:`input_gradient`'s detached copies.
     """
     norm, safe = _norm_and_safe(v)
     grad_shifted = _gradient_at_new(model, torch.addcdiv(x, v, safe, value=eta), y, targeted, loss_fn)

@@ -130,8 +130,8 @@ class GMRESResult:
 
 def _takes_index(matvec: Matvec) -> bool:
     """Whether ``matvec`` has a parameter ``index``. A plain function (SOAE makes a fresh closure
-    for every solve) is read off its code object, once per code object: ``inspect.signature``
-    costs ~0.1 ms between two gradients, a tenth of a product at batch 1."""
+    for every solve) is read off its code object, once per code object: ``inspect.signature`` is
+    dozens of Python calls, each dear between two gradients at batch 1."""
     if isinstance(matvec, types.FunctionType) and not hasattr(matvec, "__wrapped__") \
             and not hasattr(matvec, "__signature__"):
         return _code_takes_index(matvec.__code__)
@@ -241,8 +241,8 @@ class _Operator:
         self.partial_products = torch.zeros(self.batch, dtype=torch.int64, device=b.device)
 
     def __call__(self, v: torch.Tensor, active_idx: torch.Tensor | None = None) -> torch.Tensor:
-        self.calls += 1
         if self.indexed and active_idx is not None and active_idx.numel() < self.batch:
+            self.calls += 1
             self.samples += int(active_idx.numel())
             self.partial_products[active_idx] += 1
             with torch.inference_mode(self.inference), torch.set_grad_enabled(self.grad_enabled):
@@ -253,18 +253,12 @@ class _Operator:
             out[active_idx] = part.reshape(part.shape[0], 1, -1).to(self.dtype)
             return out
         with torch.inference_mode(self.inference), torch.set_grad_enabled(self.grad_enabled):
-            self.samples += self.batch
-            self.full_calls += 1
-            if self.indexed:
-                result = self.matvec(v.reshape(self.shape), index=self.all_index)
-            else:
-                result = self.matvec(v.reshape(self.shape))
-        result = result.reshape(self.batch, 1, -1)
-        return result if result.dtype == self.dtype else result.to(self.dtype)
+            result = self.whole(v.reshape(self.shape))
+        return result.reshape(self.batch, 1, -1)
 
     def whole(self, v: torch.Tensor) -> torch.Tensor:
         """One product of all B samples, v already of b's shape, in the current grad and inference
-        modes (the host loop's call: it runs in the caller's modes, with nothing to restore)."""
+        modes (the host loop calls it directly: it runs in the caller's modes, nothing to restore)."""
         self.calls += 1
         self.samples += self.batch
         self.full_calls += 1
@@ -566,8 +560,9 @@ def _host_solution(basis: np.ndarray, r_t: np.ndarray, residual: np.ndarray, bet
 def _host_kernels() -> tuple[Callable, Callable]:
     """:func:`_arnoldi_givens_step` and :func:`_host_solution` compiled by numba (written by hand:
     no library has a one-call Arnoldi step). numba is imported here, on the first solve of one
-    system on the CPU, not with this module (importing it costs ~0.5 s); the machine code is cached
-    on disk beside this file (~1 s to compile the first time, ~0.2 s to load in a new process)."""
+    system on the CPU, not with this module (code that never solves one should not pay for the
+    import); the machine code is cached on disk beside this file, so only a machine's first
+    process compiles it."""
     from numba import njit
 
     return njit(cache=True)(_arnoldi_givens_step), njit(cache=True)(_host_solution)

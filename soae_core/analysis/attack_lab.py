@@ -27,6 +27,7 @@ from soae_core import __version__
 from soae_core.analysis.common import check_single_image, class_probabilities
 from soae_core.analysis.settings import AttackSettings
 from soae_core.attacks import make_attack
+from soae_core.attacks.base import num_classes_of
 from soae_core.eight_bit import EIGHT_BIT_COLUMN, project_to_8bit, rounding_check, to_8bit, verdict_8bit
 from soae_core.metrics import logits, perturbation_norms, psnr, ssim
 from soae_core.targets import attack_succeeded, choose_targets
@@ -275,9 +276,8 @@ def run_attack_batch(model: nn.Module, images: list[torch.Tensor], labels: list[
     for i, (image, label) in enumerate(zip(images, labels, strict=False)):
         try:
             if classes is None:
-                check_images(image, "image")
-                with torch.no_grad():
-                    classes = int(model(image).shape[1])
+                check_images(image, "image")  # a clear message before the forward pass below
+                classes = num_classes_of(model, image)
             y = check_single_image(model, image, label, num_classes=classes)
             if good and image.shape != images[good[0]].shape:
                 raise ValueError(f"image has shape {tuple(image.shape)}, the batch {tuple(images[good[0]].shape)}")

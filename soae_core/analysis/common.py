@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from soae_core.attacks.base import num_classes_of
 from soae_core.validation import check_images, check_int
 
 
@@ -25,8 +26,7 @@ def check_single_image(model: nn.Module, image: torch.Tensor, label: int, num_cl
         raise ValueError(f"image must hold exactly one image (1, C, H, W), got shape {tuple(image.shape)}")
     label = check_int("label", label, minimum=0)
     if num_classes is None:
-        with torch.no_grad():
-            num_classes = int(model(image).shape[1])
+        num_classes = num_classes_of(model, image)
     if label >= num_classes:
         raise ValueError(f"label must be a class index in [0, {num_classes - 1}], got {label}")
     return torch.tensor([label], dtype=torch.long, device=image.device)
